@@ -1,0 +1,1 @@
+"""Ingress dialects: wire format <-> canonical only, all behind `base.Dialect`."""
