@@ -143,6 +143,12 @@ def test_named_models_and_fallbacks(make_router: RouterFactory) -> None:
         router.resolve(chat(model="small"), not_small)
 
 
+def test_fallbacks_without_vision_are_skipped_for_images(make_router: RouterFactory) -> None:
+    router = make_router(CATALOG)
+    request = chat(model="big", fallbacks=["mid", "eye"], has_images=True)
+    assert ids(router.resolve(request, everyone)) == ["big", "eye"]
+
+
 def test_unknown_models_are_not_found(make_router: RouterFactory) -> None:
     router = make_router(CATALOG)
     with pytest.raises(NotFound, match=r"'gpt-9' does not exist; GET /v1/models lists") as info:

@@ -143,7 +143,8 @@ class Router:
         alternatives, then the request's `models: [...]` fallbacks (each resolved the same
         way). Raises NotFound for an unknown id, Forbidden when the caller may not use the
         requested model (or any model its auto policy could choose), NoDeployment when no
-        model fits an auto request at all. A fallback the caller may not use is skipped."""
+        model fits an auto request at all. A fallback the caller may not use, or one without
+        vision for a request with images, is skipped; the first model is the caller's to pick."""
         chosen: list[CatalogModel] = []
         seen: set[str] = set()
         label = "direct"
@@ -157,6 +158,9 @@ class Router:
                         raise Forbidden(f"your key may not use model {model_id!r}", param=param)
                     log.debug("request %s: skipping fallback %s (not permitted)", request_id, model_id)
                     continue
+                if not primary and request.has_images and not model.vision:
+                    log.debug("request %s: skipping fallback %s (no images)", request_id, model_id)
+                    continue
                 found = [model]
             elif self.is_virtual(model_id):
                 try:
@@ -167,7 +171,7 @@ class Router:
                     continue
                 if primary:
                     label = policy
-                    log.info(
+                    log.debug(
                         "request %s: %s applied %s (%s): %s",
                         request_id, model_id, policy, reason, ", ".join(m.id for m in found),
                         extra={"request_id": request_id},
