@@ -187,3 +187,31 @@ def test_parse_error_keeps_status_and_hides_secrets() -> None:
 def test_error_body_inside_a_2xx_is_an_error() -> None:
     with pytest.raises(UpstreamError):
         provider.parse_response(b'{"type":"error","error":{"type":"api_error","message":"x"}}', DEPLOYMENT)
+
+
+def test_foreign_tool_ids_are_made_acceptable_on_both_sides(schema_errors: SchemaErrors) -> None:
+    sent = build(
+        {
+            "messages": [
+                {"role": "user", "content": "x"},
+                {
+                    "role": "assistant",
+                    "tool_calls": [
+                        {
+                            "id": "functions.w:0",
+                            "type": "function",
+                            "function": {"name": "w", "arguments": "{}"},
+                        }
+                    ],
+                },
+                {"role": "tool", "tool_call_id": "functions.w:0", "content": "ok"},
+                {"role": "assistant", "content": "The answer is "},
+            ]
+        },
+        schema_errors,
+    )
+    assert sent["messages"][1]["content"][0]["id"] == "functions_w_0"
+    assert sent["messages"][2]["content"][0]["tool_use_id"] == "functions_w_0"
+    assert sent["messages"][3]["content"][-1]["text"] == "The answer is", (
+        "a prefill may not end in whitespace"
+    )

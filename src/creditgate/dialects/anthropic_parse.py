@@ -44,7 +44,7 @@ def parse_request(body: JSON) -> ChatRequest:
     flags = _Flags()
     out: list[JSON] = []
     system = body.get("system")
-    if system is not None:
+    if system is not None and system != "":
         parts = _text_parts(system, "system", flags)
         if parts:
             out.append({"role": "system", "content": _collapse(parts)})

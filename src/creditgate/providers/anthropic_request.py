@@ -10,6 +10,7 @@ turned back into text on the way out) and `json_object` adds a system instructio
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from creditgate.canonical import JSON, ChatRequest
@@ -139,7 +140,18 @@ def _convert_messages(messages: list[Any]) -> tuple[list[JSON], list[JSON]]:
     for turn in turns:
         if turn["role"] == "user":
             turn["content"].sort(key=lambda b: b.get("type") != "tool_result")
+    if turns and turns[-1]["role"] == "assistant":
+        # A prefilled final assistant turn must not end with whitespace (the API rejects it).
+        last = turns[-1]["content"][-1]
+        if last.get("type") == "text":
+            last["text"] = last["text"].rstrip()
     return system, turns
+
+
+def _tool_id(value: Any) -> str:
+    """Anthropic accepts only `[A-Za-z0-9_-]` in tool ids; ids made by other vendors (for
+    example `functions.get_weather:0`) are rewritten the same way on the call and its result."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", str(value)) or "toolu_0"
 
 
 def _text_blocks(content: Any, where: str) -> list[JSON]:
@@ -210,7 +222,7 @@ def _assistant_blocks(message: JSON, where: str) -> list[JSON]:
             blocks.append(
                 {
                     "type": "tool_use",
-                    "id": str(call.get("id") or f"toolu_{k}"),
+                    "id": _tool_id(call.get("id") or f"toolu_{k}"),
                     "name": fn["name"],
                     "input": parse_arguments(fn.get("arguments")),
                 }
@@ -222,7 +234,7 @@ def _tool_result(message: JSON, where: str) -> JSON:
     call_id = message.get("tool_call_id")
     if not isinstance(call_id, str) or not call_id:
         raise BadRequest(f"{where}.tool_call_id is required", param=f"{where}.tool_call_id")
-    block: JSON = {"type": "tool_result", "tool_use_id": call_id}
+    block: JSON = {"type": "tool_result", "tool_use_id": _tool_id(call_id)}
     text = content_text(message.get("content"))
     if text:
         block["content"] = text
