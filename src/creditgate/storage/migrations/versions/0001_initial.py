@@ -144,6 +144,7 @@ def upgrade() -> None:
         )
     )
     _append_only(("transfers", "transactions"))
+    _balances_follow_transfers()
 
 
 def _append_only(tables: tuple[str, ...]) -> None:
@@ -167,9 +168,31 @@ def _append_only(tables: tuple[str, ...]) -> None:
         )
 
 
+def _balances_follow_transfers() -> None:
+    """The cached balance of a ledger account is maintained by the database itself, in the
+    transaction that inserts the transfer, so it cannot drift from the postings; with the
+    CHECK on lots, a transfer that would overdraw a lot is refused."""
+    debit = "UPDATE ledger_accounts SET balance = balance - NEW.amount WHERE id = NEW.debit_id"
+    credit = "UPDATE ledger_accounts SET balance = balance + NEW.amount WHERE id = NEW.credit_id"
+    if op.get_bind().dialect.name == "sqlite":
+        op.execute(
+            f"CREATE TRIGGER transfers_balances AFTER INSERT ON transfers BEGIN {debit}; {credit}; END"
+        )
+        return
+    op.execute(
+        "CREATE FUNCTION creditgate_transfer_balances() RETURNS trigger LANGUAGE plpgsql AS $$ "
+        f"BEGIN {debit}; {credit}; RETURN NULL; END $$"
+    )
+    op.execute(
+        "CREATE TRIGGER transfers_balances AFTER INSERT ON transfers "
+        "FOR EACH ROW EXECUTE FUNCTION creditgate_transfer_balances()"
+    )
+
+
 def downgrade() -> None:
     tables = ("cache_events", "usage", "transfers", "transactions", "ledger_accounts", "api_keys", "accounts")
     for table in tables:
         op.drop_table(table)
     if op.get_bind().dialect.name != "sqlite":
         op.execute("DROP FUNCTION IF EXISTS creditgate_append_only()")
+        op.execute("DROP FUNCTION IF EXISTS creditgate_transfer_balances()")

@@ -1,0 +1,272 @@
+"""Settlement: one request's charge and usage record, and the group-commit writer that
+commits many of them per database transaction.
+
+A settlement is idempotent by request id: its usage row and its USAGE transaction both
+carry a UNIQUE key derived from it, and `apply_settlement` first looks for an earlier one,
+so a settlement retried after an ambiguous commit failure charges nothing twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from creditgate.ledger.postings import allocate, post, spendable_lots
+from creditgate.storage.schema import accounts, usage
+
+log = logging.getLogger("creditgate.ledger")
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    request_id: str
+    account_id: int
+    key_id: int | None
+    model: str
+    deployment: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+    cache_write_tokens: int
+    reasoning_tokens: int
+    charge: int  # micros the wallet pays
+    sponsored: int  # micros the operator pays (trial or demo calls)
+    sponsor: str | None
+    use_trial_call: bool  # a successful free trial call: one fewer left
+    hold: int
+    hold_taken_at: datetime  # lots unexpired at this moment may pay
+    latency_ms: int
+    status: str
+    estimated: bool
+    raw_usage: str | None
+    error: str | None
+    client_ip: str | None
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    charged: int
+    consumed: list[tuple[int, int]]  # (lot id, micros)
+    trial_used: bool
+    replayed: bool  # this request was settled before; nothing was charged now
+
+
+async def apply_settlement(
+    conn: AsyncConnection, system: dict[str, int], s: Settlement, *, lock: bool
+) -> Settled:
+    earlier = (await conn.execute(select(usage.c.cost).where(usage.c.request_id == s.request_id))).first()
+    if earlier is not None:
+        return Settled(int(earlier.cost), [], False, True)
+    charged, consumed = 0, []
+    if s.charge > 0:
+        lots = await spendable_lots(conn, s.account_id, s.hold_taken_at, lock=lock)
+        consumed = allocate(lots, s.charge)
+        charged = sum(a for _, a in consumed)
+        if charged < s.charge:
+            # Cannot happen while holds are honoured; never push a lot below zero for it.
+            log.error("request %s: lots held %d of the %d micros due", s.request_id, charged, s.charge)
+        if charged:
+            await post(
+                conn,
+                account_id=s.account_id,
+                type="USAGE",
+                amount=-charged,
+                description=_describe(s),
+                legs=[(lot_id, system["revenue"], amount) for lot_id, amount in consumed],
+                at=s.at,
+                idempotency_key=f"usage:{s.request_id}",
+            )
+    trial_used = False
+    if s.use_trial_call:
+        result = await conn.execute(
+            update(accounts)
+            .where(accounts.c.id == s.account_id, accounts.c.trial_calls_left > 0)
+            .values(trial_calls_left=accounts.c.trial_calls_left - 1)
+        )
+        trial_used = result.rowcount == 1
+    if s.sponsored > 0:
+        await post(
+            conn,
+            account_id=s.account_id,
+            type="TRIAL",
+            amount=0,
+            description=_describe(s),
+            legs=[(system["funding:sponsor"], system["revenue"], s.sponsored)],
+            at=s.at,
+            idempotency_key=f"usage:{s.request_id}",
+        )
+    await conn.execute(
+        insert(usage).values(
+            request_id=s.request_id,
+            account_id=s.account_id,
+            key_id=s.key_id,
+            model=s.model,
+            deployment=s.deployment,
+            prompt_tokens=s.prompt_tokens,
+            completion_tokens=s.completion_tokens,
+            cached_tokens=s.cached_tokens,
+            cache_write_tokens=s.cache_write_tokens,
+            reasoning_tokens=s.reasoning_tokens,
+            cost=charged,
+            sponsored_cost=s.sponsored,
+            hold=s.hold,
+            sponsor=s.sponsor,
+            latency_ms=s.latency_ms,
+            status=s.status,
+            estimated=s.estimated,
+            raw_usage=s.raw_usage,
+            error=s.error,
+            client_ip=s.client_ip,
+            created_at=s.at,
+        )
+    )
+    return Settled(charged, consumed, trial_used, False)
+
+
+def _describe(s: Settlement) -> str:
+    tokens = f"{s.prompt_tokens} in + {s.completion_tokens} out tokens"
+    extra = " (estimated)" if s.estimated else ""
+    if s.sponsor == "trial":
+        return f"free trial call: {s.model}, {tokens}{extra}"
+    if s.sponsor == "demo":
+        return f"public demo call: {s.model}, {tokens}{extra}"
+    return f"{s.model}: {tokens}{extra}"
+
+
+Committed = Callable[[Settlement, Settled | None], Awaitable[None]]
+
+
+class GroupCommitWriter:
+    """One task that commits settlements in batches.
+
+    A settlement waits at most `max_wait` seconds for company, and a batch holds at most
+    `max_batch`. Each settlement runs in its own savepoint, so one that fails is rolled
+    back alone and its batch-mates commit. If the commit itself fails, each settlement is
+    retried in a transaction of its own (idempotency makes that safe). `on_done` runs for
+    every settlement after its fate is known (with None when it failed), before its caller
+    wakes, under `lock`, so in-memory state changes exactly when the database did.
+    """
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        system: dict[str, int],
+        on_done: Committed,
+        lock: asyncio.Lock,
+        *,
+        max_wait: float,
+        max_batch: int = 256,
+        row_locks: bool = False,
+    ) -> None:
+        self.engine = engine
+        self.system = system
+        self.on_done = on_done
+        self.lock = lock
+        self.max_wait = max_wait
+        self.max_batch = max_batch
+        self.row_locks = row_locks
+        self.batches = 0  # committed transactions, for tests and metrics
+        self._queue: asyncio.Queue[tuple[Settlement, asyncio.Future[Settled]]] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="creditgate-group-commit")
+
+    async def submit(self, settlement: Settlement) -> Settled:
+        """Queue a settlement; return once it is committed (or raise why it could not be).
+        A caller that is cancelled meanwhile does not stop the commit."""
+        if self._task is None or self._task.done():
+            raise RuntimeError("the settlement writer is not running")
+        future: asyncio.Future[Settled] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((settlement, future))
+        return await asyncio.shield(future)
+
+    async def close(self) -> None:
+        """Commit everything queued, then stop."""
+        if self._task is None:
+            return
+        await self._queue.join()
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self._queue.get()]
+            deadline = loop.time() + self.max_wait
+            while len(batch) < self.max_batch:
+                if not self._queue.empty():
+                    batch.append(self._queue.get_nowait())
+                    continue
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+                except TimeoutError:
+                    break
+            try:
+                await self._commit(batch)
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+
+    async def _commit(self, batch: list[tuple[Settlement, asyncio.Future[Settled]]]) -> None:
+        async with self.lock:
+            outcomes: list[Settled | BaseException] = []
+            try:
+                async with self.engine.begin() as conn:
+                    for settlement, _ in batch:
+                        try:
+                            async with conn.begin_nested():
+                                outcomes.append(
+                                    await apply_settlement(conn, self.system, settlement, lock=self.row_locks)
+                                )
+                        except Exception as exc:
+                            log.exception("settlement of %s failed", settlement.request_id)
+                            outcomes.append(exc)
+                self.batches += 1
+            except Exception as exc:
+                if len(batch) > 1:
+                    log.warning(
+                        "a batch of %d settlements failed to commit (%s); retrying one by one",
+                        len(batch),
+                        exc,
+                    )
+                else:
+                    log.exception("settlement of %s failed to commit", batch[0][0].request_id)
+                    outcomes = [exc]
+            else:
+                await self._finish(batch, outcomes)
+                return
+        if len(batch) > 1:
+            for item in batch:
+                await self._commit([item])
+        else:
+            await self._finish(batch, outcomes)
+
+    async def _finish(
+        self, batch: list[tuple[Settlement, asyncio.Future[Settled]]], outcomes: list[Settled | BaseException]
+    ) -> None:
+        for (settlement, future), outcome in zip(batch, outcomes, strict=True):
+            ok = outcome if isinstance(outcome, Settled) else None
+            try:
+                await self.on_done(settlement, ok)
+            except Exception:
+                log.exception("updating caches after settling %s failed", settlement.request_id)
+            if future.done():
+                continue
+            if isinstance(outcome, BaseException):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
