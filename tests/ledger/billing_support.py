@@ -4,6 +4,7 @@ and a factory for started billing services."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -77,12 +78,16 @@ async def _reset_pg(url: str) -> None:
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A fresh, empty database on each backend."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'ledger.db'}"
     url: str = request.getfixturevalue("pg_url")
-    await _reset_pg(url)
+    loop = asyncio.new_event_loop()  # this fixture runs outside the tests' loop
+    try:
+        loop.run_until_complete(_reset_pg(url))
+    finally:
+        loop.close()
     return url
 
 

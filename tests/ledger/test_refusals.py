@@ -5,18 +5,20 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from tests.ledger.billing_support import ServiceFactory, ledger_invariants
 
 from creditgate.accounts import KeyOptions
 from creditgate.billing import Outcome
 from creditgate.canonical import Usage
 from creditgate.errors import Forbidden, PaymentRequired, RateLimited, Unauthorized
 from creditgate.ledger.service import BillingService
-from tests.ledger.billing_support import ServiceFactory, ledger_invariants
 
 M = 1_000_000
 
 
-async def funded(service: BillingService, amount: int, *, trial: bool = False, kind: str = "grant", **key: object):
+async def funded(
+    service: BillingService, amount: int, *, trial: bool = False, kind: str = "grant", **key: object
+):
     account = await service.create_account(f"user{amount}-{id(key)}@example.com", trial=trial)
     if amount:
         await service.add_credits(account["id"], amount, kind)
@@ -57,7 +59,7 @@ async def test_min_balance_is_enforced(sqlite_url: str, services: ServiceFactory
     principal = await service.authenticate(key, "127.0.0.1")
     model = service.catalog.get("plain-model")
     assert model is not None
-    with pytest.raises(PaymentRequired, match="minimum of 1.00 INR"):
+    with pytest.raises(PaymentRequired, match=r"minimum of 1\.00 INR"):
         await service.reserve(principal, model, 10, "r1")
 
 
@@ -95,7 +97,7 @@ async def test_premium_models_need_enough_top_ups(sqlite_url: str, services: Ser
     principal = await service.authenticate(key, "127.0.0.1")
     premium = service.catalog.get("premium-model")
     assert premium is not None
-    with pytest.raises(Forbidden, match="premium model.*5.00 INR"):
+    with pytest.raises(Forbidden, match=r"premium model.*5\.00 INR"):
         await service.reserve(principal, premium, 1000, "r1")
     await service.add_credits(account_id, 5 * M, "topup")
     principal = await service.authenticate(key, "127.0.0.1")

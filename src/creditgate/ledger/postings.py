@@ -126,7 +126,7 @@ async def credit_by_key(conn: AsyncConnection, idempotency_key: str) -> CreditRe
         return None
     expires = as_utc(row.expires_at)
     assert expires is not None
-    return CreditResult(row.id, row.account_id, row.credit_id, row.lot_kind, row.amount, expires, True)
+    return CreditResult(row.id, row.credit_id, row.account_id, row.lot_kind, row.amount, expires, True)
 
 
 async def add_credits(
