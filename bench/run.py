@@ -15,6 +15,7 @@ import contextlib
 import datetime as dt
 import os
 import platform
+import re
 import signal
 import subprocess
 import sys
@@ -105,6 +106,7 @@ class Bench:
                 sim_url,
                 gateway=False,
                 proc=None,
+                key=systems.SIM_KEY,
                 version=f"simulator (creditgate {systems._package_version(sys.executable, 'creditgate')})",
             )
         )
@@ -127,6 +129,8 @@ class Bench:
             target = starter()
         except Exception as exc:  # any failure to start is reported, the run goes on
             lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+            # prefer the exception line of a traceback over a server's closing words
+            lines = [ln for ln in lines if re.match(r"^[\w.]+(Error|Exception)\b", ln)] or lines
             self.missing[name] = f"did not start: {lines[-1][:200] if lines else type(exc).__name__}"
             log(f"{name}: {exc}")
             return

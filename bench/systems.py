@@ -36,6 +36,7 @@ PREFIX = {
 GATEWAY_MODEL = {"plain": "bench/sim", "stream": "bench/sim-stream", "slow": "bench/sim-slow"}
 UPSTREAM_MODEL = "sim-fast"
 CHAT = "/v1/chat/completions"
+SIM_KEY = "sim"  # the simulator wants a key, any key
 
 
 @dataclass
@@ -111,6 +112,7 @@ def start_passthrough(sim_url: str, log_dir: Path) -> Target:
         f"http://127.0.0.1:{port}",
         gateway=False,
         proc=proc,
+        key=SIM_KEY,
         version=f"aiohttp {_package_version(sys.executable, 'aiohttp')}",
     )
 
