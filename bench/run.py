@@ -50,7 +50,7 @@ class Plan:
     warm_s: float
 
 
-FULL = Plan(rounds=3, c1_s=4.0, c1_n=1500, c32_s=5.0, stream_s=3.0, stream_n=600, burst=1000, warm_s=2.0)
+FULL = Plan(rounds=5, c1_s=4.0, c1_n=1500, c32_s=5.0, stream_s=3.0, stream_n=600, burst=1000, warm_s=2.0)
 QUICK = Plan(rounds=1, c1_s=2.0, c1_n=600, c32_s=2.0, stream_s=1.5, stream_n=200, burst=1000, warm_s=1.0)
 
 
