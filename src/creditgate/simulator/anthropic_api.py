@@ -2,6 +2,11 @@
 
 Streams carry an ``event:`` line and a matching ``type`` in every payload, in the order the
 SDK's ``messages.stream()`` helper insists on (see PROTOCOLS.md D.4).
+
+Prompt caching: when a request marks blocks with ``cache_control``, the first request with a
+given prefix reports it as ``cache_creation_input_tokens`` and later identical prefixes as
+``cache_read_input_tokens``; ``input_tokens`` is the uncached rest. ``cached=N`` overrides this
+with N read tokens. ``reasoning=N`` is added to ``output_tokens`` (thinking is billed as output).
 """
 
 from __future__ import annotations

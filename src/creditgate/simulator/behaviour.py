@@ -18,6 +18,11 @@ giving each a different base URL. Keys, all optional, comma-separated ``key=valu
 ``reasoning=N`` report N reasoning tokens
 ``id=LABEL``    no effect; makes a prefix distinct (``fail_first`` counts per prefix string)
 =============== ======================================================================
+
+Notes: injected failures (``status``, ``fail_first``) answer at once, ``ttft_ms`` delays only
+real replies. An output cap (``max_tokens`` and friends) covers reasoning plus visible tokens,
+so a reply never bills more than the cap. ``usage=0`` on Anthropic streams leaves the ``usage``
+objects out entirely (the real API never does; it exists to exercise usage estimation).
 """
 
 from __future__ import annotations
