@@ -355,7 +355,7 @@ def conditions(plan: Plan, quick: bool, bench: Bench, wall_s: float) -> dict[str
         "cores": os.cpu_count(),
         "machine": f"{model}, {platform.system()} {platform.release()}",
         "python": platform.python_version(),
-        "versions": [t.version for t in bench.targets if t.version],
+        "versions": list(dict.fromkeys(t.version for t in bench.targets if t.version)),
         "client": client,
         "rounds": plan.rounds,
         "quick": quick,

@@ -18,6 +18,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -132,12 +133,17 @@ def _admin(base: str, token: str, path: str, body: dict[str, object]) -> dict[st
     return data
 
 
-def start_creditgate(sim_url: str, log_dir: Path, work: Path, workers: int) -> Target:
+def start_creditgate(
+    sim_url: str, log_dir: Path, work: Path, workers: int, launcher: Sequence[str] = ()
+) -> Target:
     """The gateway with its normal features on, a fresh SQLite database, and one funded key
-    whose per-minute limit is checked on every request but never reached."""
+    whose per-minute limit is checked on every request but never reached. `launcher` replaces
+    the `python -m creditgate` part of the command line."""
     name = "creditgate" if workers == 1 else f"creditgate x{workers}"
     data_dir = work / name.replace(" ", "-")
     data_dir.mkdir(parents=True, exist_ok=True)
+    for old in data_dir.glob("bench.db*"):  # always a fresh ledger
+        old.unlink()
     token = secrets.token_urlsafe(24)
     port = free_port()
     env = {
@@ -147,9 +153,7 @@ def start_creditgate(sim_url: str, log_dir: Path, work: Path, workers: int) -> T
         "CREDITGATE_DATABASE_URL": f"sqlite:///{data_dir / 'bench.db'}",
     }
     argv = [
-        sys.executable,
-        "-m",
-        "creditgate",
+        *(launcher or (sys.executable, "-m", "creditgate")),  # bench/call_profile.py brings its own
         "serve",
         "--config",
         str(BENCH / "creditgate.yaml"),

@@ -1,7 +1,7 @@
 """Where creditgate spends its time under load: a py-spy profile of the gateway process
 while wrk (or bench/load.py) keeps 32 non-streaming requests in flight.
 
-    .venv/bin/python bench/profile.py [--duration 10] [--system creditgate|passthrough]
+    .venv/bin/python bench/sample_profile.py [--duration 10] [--system creditgate|passthrough]
 
 Writes bench/results/profile.svg (flame graph; profile-passthrough.svg for the other) and
 bench/results/profile-top-<system>.md (the functions with the most samples, by own time and
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import re
 import shutil
 import subprocess
@@ -28,6 +29,7 @@ import procs
 import systems
 import wrk
 
+_TICKS = os.sysconf("SC_CLK_TCK")
 _LINE = re.compile(r":\d+\)$")
 
 
@@ -38,8 +40,24 @@ def py_spy() -> str:
     return str(exe) if exe.exists() else "py-spy"
 
 
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds so far of each thread of `pid`, keyed "tid name"."""
+    out: dict[str, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat.rsplit(")", 1)[1].split()
+        out[f"{task.name} {name}"] = (int(fields[11]) + int(fields[12])) / _TICKS
+    return out
+
+
 def top_frames(raw: Path, n: int = 25) -> tuple[int, list[tuple[float, str]], list[tuple[float, str]]]:
-    """From py-spy's raw (collapsed) output: total samples, top own-time and inclusive frames."""
+    """From py-spy's raw (collapsed) output, main thread only (threads started with
+    threading.Thread are left out: in a non-blocking profile their waiting looks like work):
+    total samples, top own-time and inclusive frames."""
     own: Counter[str] = Counter()
     incl: Counter[str] = Counter()
     total = 0
@@ -48,8 +66,10 @@ def top_frames(raw: Path, n: int = 25) -> tuple[int, list[tuple[float, str]], li
         if not stack or not count.isdigit():
             continue
         k = int(count)
-        total += k
         frames = [_LINE.sub(")", f) for f in stack.split(";") if f.strip()]
+        if any(f.startswith("Thread._bootstrap ") for f in frames):
+            continue
+        total += k
         if frames:
             own[frames[-1]] += k
         for frame in set(frames):
@@ -99,8 +119,9 @@ def main() -> int:
             str(args.duration),
             "--rate",
             "200",
-            "--nonblocking",
         ]
+        # --nonblocking: sampling must not pause the gateway, or the profile measures py-spy
+        cmd.append("--nonblocking")
         flame = subprocess.Popen(
             [spy, "record", "-o", str(svg), *cmd], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
         )
@@ -111,6 +132,7 @@ def main() -> int:
         )
         time.sleep(1)
         cpu0 = procs.cpu_seconds([target.proc.pid])
+        threads0 = thread_cpu(target.proc.pid)
         if wrk.available():
             w = wrk.run(
                 target.url("plain"),
@@ -132,6 +154,7 @@ def main() -> int:
             )
             served, rps = r.ok, r.rps
         cpu = procs.cpu_seconds([target.proc.pid]) - cpu0
+        threads1 = thread_cpu(target.proc.pid)
         flame.wait(timeout=args.duration + 60)
         collapsed.wait(timeout=args.duration + 60)
     finally:
@@ -141,15 +164,23 @@ def main() -> int:
     lines = [
         f"# py-spy profile of {args.system} under load",
         "",
-        f"{time.strftime('%Y-%m-%d %H:%M')}, {args.duration} s at 200 Hz, {total} samples; "
+        f"{time.strftime('%Y-%m-%d %H:%M')}, {args.duration} s at 200 Hz, {total} main-thread samples; "
         "c=32 non-streaming, "
         f"{rps:,.0f} req/s, {cpu / served * 1e6 if served else float('nan'):,.0f} CPU µs per request.",
         "",
-        "## Own time (the function itself)",
+        "## CPU per thread during the load (from /proc, µs per request)",
+        "",
+        *[
+            f"- {(threads1[k] - threads0.get(k, 0.0)) / max(served, 1) * 1e6:8,.0f}  {k}"
+            for k in sorted(threads1, key=lambda k: threads0.get(k, 0.0) - threads1[k])
+            if threads1[k] - threads0.get(k, 0.0) > 0
+        ],
+        "",
+        "## Main thread: own time (the function itself)",
         "",
         *[f"- {pct:5.1f}% `{frame}`" for pct, frame in own],
         "",
-        "## Including callees",
+        "## Main thread: including callees",
         "",
         *[f"- {pct:5.1f}% `{frame}`" for pct, frame in incl],
         "",
