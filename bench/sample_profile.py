@@ -157,6 +157,8 @@ def main() -> int:
         threads1 = thread_cpu(target.proc.pid)
         flame.wait(timeout=args.duration + 60)
         collapsed.wait(timeout=args.duration + 60)
+        if svg.exists():  # the flame graph's title holds the command line: keep paths relative
+            svg.write_text(svg.read_text().replace(str(systems.ROOT) + "/", ""))
     finally:
         for proc in reversed(started):
             procs.stop(proc)
