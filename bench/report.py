@@ -66,7 +66,7 @@ def markdown(result: dict[str, Any]) -> str:
     ]
     for name in ROWS:
         if name not in s:
-            why = result["missing"].get(name, "not run")
+            why = str(result["missing"].get(name, "not run")).replace("|", "/")
             lines.append(f"| {name} | {why} | | | | | | | | | |")
             continue
         f = s[name]

@@ -213,7 +213,8 @@ def ensure_litellm(log_dir: Path, timeout_s: float = 1200) -> str:
                 check=True,
             )
     except (subprocess.SubprocessError, OSError) as exc:
-        tail = log.read_text(errors="replace").strip().splitlines()[-3:] if log.exists() else []
+        lines = log.read_text(errors="replace").strip().splitlines() if log.exists() else []
+        tail = [ln for ln in lines if ln.startswith("ERROR")][-2:] or lines[-3:]
         return f"install failed ({type(exc).__name__}): {' / '.join(tail)[:300]}"
     return "" if exe.exists() else "install finished but the litellm command is missing"
 
