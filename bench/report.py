@@ -70,8 +70,9 @@ def markdown(result: dict[str, Any]) -> str:
             lines.append(f"| {name} | {why} | | | | | | | | | |")
             continue
         f = s[name]
+        label = f"{name} ({result['row_notes'][name]})" if name in result.get("row_notes", {}) else name
         lines.append(
-            f"| {name} | {_f(f.get('c1_p50'))} | {_f(f.get('add_c1_p50'), signed=True)} | "
+            f"| {label} | {_f(f.get('c1_p50'))} | {_f(f.get('add_c1_p50'), signed=True)} | "
             f"{_f(f.get('c1_p99'))} | {_f(f.get('add_c1_p99'), signed=True)} | {_f(f.get('c32_rps'), 0)} | "
             f"{_f(f.get('c32_p99'), 1)} | {_f(f.get('add_ttft_p50'), signed=True)} | "
             f"{_f(f.get('gap_p50'), 3)} | "

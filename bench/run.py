@@ -83,6 +83,7 @@ class Bench:
         self.targets: list[Target] = []
         self.missing: dict[str, str] = {}
         self.notes: list[str] = []
+        self.row_notes: dict[str, str] = {}  # shown next to a system's name in the table
         self.latencies: dict[str, list[float]] = {}
         self.scripts: dict[str, Path] = {}
         self.use_wrk = wrk.available()
@@ -161,6 +162,7 @@ class Bench:
                     break
         if self.targets and (workers := self._workers("creditgate x2")) is not None and workers < 2:
             self.notes.append(f"creditgate x2 ran as {workers} process(es): the server did not fork workers")
+            self.row_notes["creditgate x2"] = f"ran as {workers} process"
 
     def _workers(self, name: str) -> int | None:
         t = next((t for t in self.targets if t.name == name), None)
@@ -424,6 +426,7 @@ def main() -> int:
         "burst": burst,
         "missing": bench.missing,
         "notes": sorted(set(bench.notes)),
+        "row_notes": bench.row_notes,
     }
     for path in report.write(result, cdfs, args.out):
         log(f"wrote {path}")
