@@ -109,7 +109,7 @@ def markdown(result: dict[str, Any]) -> str:
     lines += [
         "## Conditions",
         "",
-        f"- machine: {cond['cores']} cores, {cond['machine']}",
+        f"- machine: {cond['cores']} cores, {cond['machine']}; load average {cond.get('loadavg', '?')}",
         f"- systems: {', '.join(cond['versions'])}",
         f"- load: {cond['client']}",
         f"- per round and system: c=1 {cond['c1']}; c=32 {cond['c32']}; streams {cond['stream']}",

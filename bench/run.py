@@ -86,7 +86,7 @@ class Bench:
         self.row_notes: dict[str, str] = {}  # shown next to a system's name in the table
         self.latencies: dict[str, list[float]] = {}
         self.scripts: dict[str, Path] = {}
-        self.use_wrk = wrk.available()
+        self.use_wrk = False  # decided in start_all
 
     # --- setup --------------------------------------------------------------------------------
 
@@ -95,7 +95,10 @@ class Bench:
         if target.proc is not None:
             self.procs.append(target.proc)
 
-    def start_all(self, skip_litellm: bool) -> None:
+    def start_all(self, skip_litellm: bool, use_wrk: bool) -> None:
+        self.use_wrk = use_wrk and wrk.ensure(self.logs / "wrk-install.log")
+        if use_wrk and not self.use_wrk:
+            self.notes.append("wrk could not be installed: the Python client measured c=32 as well")
         pool = concurrent.futures.ThreadPoolExecutor(1)
         install = None if skip_litellm else pool.submit(systems.ensure_litellm, self.logs)
         self.sim, sim_url = systems.start_simulator(self.logs)
@@ -339,7 +342,7 @@ class Bench:
         self.procs.clear()
 
 
-def conditions(plan: Plan, quick: bool, bench: Bench, wall_s: float) -> dict[str, Any]:
+def conditions(plan: Plan, quick: bool, bench: Bench, wall_s: float, load_before: float) -> dict[str, Any]:
     model = "unknown cpu"
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -350,7 +353,7 @@ def conditions(plan: Plan, quick: bool, bench: Bench, wall_s: float) -> dict[str
         "wrk -t1 -c32 (Lua POST script) for c=32; bench/load.py (aiohttp, one pooled session) "
         "for c=1, streams and the stream crowd"
         if bench.use_wrk
-        else "bench/load.py (aiohttp, one pooled session) for everything (wrk not found)"
+        else "bench/load.py (aiohttp, one pooled session, uvloop) for everything"
     )
     return {
         "date": dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
@@ -362,6 +365,8 @@ def conditions(plan: Plan, quick: bool, bench: Bench, wall_s: float) -> dict[str
         "rounds": plan.rounds,
         "quick": quick,
         "wall_s": wall_s,
+        # other work on the machine skews everything; the 1-minute load average says how much
+        "loadavg": f"{load_before:.2f} before the run, {os.getloadavg()[0]:.2f} at its end",
         "c1": f"≤{plan.c1_n} requests or {plan.c1_s:g} s",
         "c32": f"{plan.c32_s:g} s",
         "stream": f"≤{plan.stream_n} streams or {plan.stream_s:g} s at concurrency 1",
@@ -377,6 +382,7 @@ def main() -> int:
     )
     parser.add_argument("--quick", action="store_true", help="one short round (about a minute and a half)")
     parser.add_argument("--skip-litellm", action="store_true", help="do not install or run the LiteLLM proxy")
+    parser.add_argument("--no-wrk", action="store_true", help="use the Python client for c=32 too")
     parser.add_argument("--rounds", type=int, help="override the number of rounds")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where latest.{md,json,png} go")
     args = parser.parse_args()
@@ -393,8 +399,9 @@ def main() -> int:
     work = systems.BENCH / "work" / time.strftime("%Y%m%d-%H%M%S")
     bench = Bench(plan, work)
     started = time.monotonic()
+    load_before = os.getloadavg()[0]
     try:
-        bench.start_all(args.skip_litellm)
+        bench.start_all(args.skip_litellm, not args.no_wrk)
         bench.check()
         if not any(t.name == "direct" for t in bench.targets):
             log(f"the simulator does not answer: {bench.missing.get('direct')}")
@@ -420,7 +427,7 @@ def main() -> int:
         name: [round(load.percentile(v, q / 2), 3) for q in range(201)] for name, v in bench.latencies.items()
     }
     result = {
-        "conditions": conditions(plan, args.quick, bench, time.monotonic() - started),
+        "conditions": conditions(plan, args.quick, bench, time.monotonic() - started, load_before),
         "summary": summary,
         "rounds": rounds,
         "burst": burst,

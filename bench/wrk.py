@@ -8,6 +8,7 @@ becomes the bottleneck long before a fast server does.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -44,6 +45,29 @@ class WrkResult:
 
 def available() -> bool:
     return shutil.which("wrk") is not None
+
+
+def ensure(log: Path) -> bool:
+    """wrk on PATH, installing Debian's package when we are root; False if it cannot be had
+    (the caller then falls back to the Python client)."""
+    if available():
+        return True
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        return False
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    with log.open("ab") as fh:
+        for cmd in (
+            ["apt-get", "install", "-y", "-q", "wrk"],
+            ["apt-get", "update", "-q"],
+            ["apt-get", "install", "-y", "-q", "wrk"],
+        ):
+            try:
+                subprocess.run(cmd, stdout=fh, stderr=fh, env=env, timeout=300, check=False)
+            except subprocess.TimeoutExpired:
+                return False
+            if available():
+                return True
+    return False
 
 
 def write_script(path: Path, body: bytes, key: str | None) -> Path:
