@@ -16,7 +16,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -146,6 +146,16 @@ def reset_peak_rss(pids: Sequence[int]) -> bool:
         except OSError:
             ok = False
     return ok
+
+
+@contextlib.contextmanager
+def stop_on_error(proc: Proc) -> Iterator[Proc]:
+    """Stop `proc` if the block fails (it is not handed to anyone who would stop it later)."""
+    try:
+        yield proc
+    except BaseException:
+        stop(proc)
+        raise
 
 
 def stop(proc: Proc, timeout_s: float = 10.0) -> None:

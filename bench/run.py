@@ -111,7 +111,7 @@ class Bench:
                 gateway=False,
                 proc=None,
                 key=systems.SIM_KEY,
-                version=f"simulator (creditgate {systems._package_version(sys.executable, 'creditgate')})",
+                version=f"simulator (creditgate {systems.package_version(sys.executable, 'creditgate')})",
             )
         )
         self._try("passthrough", lambda: systems.start_passthrough(sim_url, self.logs))

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from procs import Proc, free_port, start, wait_http
+from procs import Proc, free_port, start, stop_on_error, wait_http
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -75,7 +75,7 @@ def wait_port(port: int, proc: Proc, timeout_s: float) -> None:
     raise RuntimeError(f"{proc.name} did not open port {port} within {timeout_s:.0f}s:\n{proc.tail()}")
 
 
-def _package_version(python: str | Path, dist: str) -> str:
+def package_version(python: str | Path, dist: str) -> str:
     code = f"import importlib.metadata as m; print(m.version({dist!r}))"
     try:
         out = subprocess.run(
@@ -99,7 +99,8 @@ def start_simulator(log_dir: Path) -> tuple[Proc, str]:
     else:
         argv = [sys.executable, "-m", "creditgate", "simulate", "--host", "127.0.0.1", "--port", str(port)]
     proc = start("simulator", argv, env=None, log_dir=log_dir)
-    wait_port(port, proc, 60)
+    with stop_on_error(proc):
+        wait_port(port, proc, 60)
     return proc, f"http://127.0.0.1:{port}"
 
 
@@ -107,14 +108,15 @@ def start_passthrough(sim_url: str, log_dir: Path) -> Target:
     port = free_port()
     argv = [sys.executable, str(BENCH / "passthrough.py"), "--upstream", sim_url, "--port", str(port)]
     proc = start("passthrough", argv, env=None, log_dir=log_dir)
-    wait_port(port, proc, 30)
+    with stop_on_error(proc):
+        wait_port(port, proc, 30)
     return Target(
         "passthrough",
         f"http://127.0.0.1:{port}",
         gateway=False,
         proc=proc,
         key=SIM_KEY,
-        version=f"aiohttp {_package_version(sys.executable, 'aiohttp')}",
+        version=f"aiohttp {package_version(sys.executable, 'aiohttp')}",
     )
 
 
@@ -166,21 +168,22 @@ def start_creditgate(
     ]
     proc = start(name.replace(" ", "-"), argv, env=env, log_dir=log_dir)
     base = f"http://127.0.0.1:{port}"
-    wait_http(base + "/health", proc, 90)
-    account = _admin(base, token, "/admin/accounts", {"email": "bench@example.com"})
-    acc = account["id"]
-    _admin(base, token, f"/admin/accounts/{acc}/credits", {"amount": "1000000", "kind": "grant"})
-    try:
-        key = _admin(base, token, f"/admin/accounts/{acc}/keys", {"name": "bench", "rpm": 100_000_000})
-    except urllib.error.HTTPError:
-        key = _admin(base, token, f"/admin/accounts/{acc}/keys", {})
+    with stop_on_error(proc):
+        wait_http(base + "/health", proc, 90)
+        account = _admin(base, token, "/admin/accounts", {"email": "bench@example.com"})
+        acc = account["id"]
+        _admin(base, token, f"/admin/accounts/{acc}/credits", {"amount": "1000000", "kind": "grant"})
+        try:
+            key = _admin(base, token, f"/admin/accounts/{acc}/keys", {"name": "bench", "rpm": 100_000_000})
+        except urllib.error.HTTPError:
+            key = _admin(base, token, f"/admin/accounts/{acc}/keys", {})
     return Target(
         name,
         base,
         gateway=True,
         proc=proc,
         key=str(key["key"]),
-        version=f"creditgate {_package_version(sys.executable, 'creditgate')}",
+        version=f"creditgate {package_version(sys.executable, 'creditgate')}",
         extra={"workers": workers},
     )
 
@@ -247,12 +250,13 @@ def start_litellm(sim_url: str, log_dir: Path) -> Target:
     ]
     proc = start("litellm", argv, env=env, log_dir=log_dir)
     base = f"http://127.0.0.1:{port}"
-    wait_http(base + "/health/liveliness", proc, 180)
+    with stop_on_error(proc):
+        wait_http(base + "/health/liveliness", proc, 180)
     return Target(
         "litellm",
         base,
         gateway=True,
         proc=proc,
         key=key,
-        version=f"litellm {_package_version(LITELLM_VENV / 'bin' / 'python', 'litellm')}",
+        version=f"litellm {package_version(LITELLM_VENV / 'bin' / 'python', 'litellm')}",
     )
