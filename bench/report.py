@@ -17,7 +17,12 @@ from typing import Any
 ROWS = ["direct", "passthrough", "creditgate", "creditgate x2", "litellm"]
 
 # key in a round's figures -> is it compared with direct ("added")?
-ADDED = {"c1_p50": "add_c1_p50", "c1_p99": "add_c1_p99", "ttft_p50": "add_ttft_p50"}
+ADDED = {
+    "c1_p50": "add_c1_p50",
+    "c1_p99": "add_c1_p99",
+    "ttft_p50": "add_ttft_p50",
+    "stream_p50": "add_stream_p50",
+}
 
 
 def median(values: Sequence[float]) -> float:

@@ -273,6 +273,7 @@ class Bench:
         fig.update(
             ttft_p50=load.percentile(r.ttft_ms, 50),
             gap_p50=load.percentile(r.gaps_ms, 50),
+            stream_p50=load.percentile(r.latencies_ms, 50),  # to the last byte (JSON only)
             stream_n=len(r.ttft_ms),
             stream_errors=r.errors,
         )
