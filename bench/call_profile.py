@@ -77,9 +77,7 @@ def main() -> int:
     if len(sys.argv) > 2 and sys.argv[1] == "--child":
         child(sys.argv[2], sys.argv[3:])
         return 0
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=int, default=8)
     parser.add_argument("--out", type=Path, default=systems.BENCH / "results")
     args = parser.parse_args()
@@ -98,9 +96,7 @@ def main() -> int:
         started.append(target.proc)
         body = load.chat_body(target.model("plain"))
         warm = asyncio.run(
-            load.run_load(
-                target.url("plain"), body, target.headers(), concurrency=8, duration_s=2, max_requests=2000
-            )
+            load.run_load(target.url("plain"), body, target.headers(), concurrency=8, duration_s=2, max_requests=2000)
         )
         served = warm.ok
         if wrk.available():

@@ -186,9 +186,7 @@ async def run_burst(
     hdrs = {"Content-Type": "application/json", **(headers or {})}
     result = LoadResult(requests=count)
     connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=None)
-    async with aiohttp.ClientSession(
-        connector=connector, timeout=aiohttp.ClientTimeout(total=timeout_s)
-    ) as s:
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=timeout_s)) as s:
         start = time.perf_counter()
         await asyncio.gather(*(_one(s, url, body, hdrs, stream, result) for _ in range(count)))
         result.elapsed_s = time.perf_counter() - start
@@ -204,9 +202,7 @@ def use_fast_loop() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("url")
     parser.add_argument("--model", default="bench/sim")
     parser.add_argument("--key", default="")
@@ -229,10 +225,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
     )
     print(f"requests {res.requests}  errors {res.errors}  {res.rps:.0f} req/s")
-    print(
-        f"latency p50 {percentile(res.latencies_ms, 50):.2f} ms  "
-        f"p99 {percentile(res.latencies_ms, 99):.2f} ms"
-    )
+    print(f"latency p50 {percentile(res.latencies_ms, 50):.2f} ms  p99 {percentile(res.latencies_ms, 99):.2f} ms")
     if args.stream:
         print(f"ttft p50 {percentile(res.ttft_ms, 50):.2f} ms  gap p50 {percentile(res.gaps_ms, 50):.3f} ms")
     for sample in res.error_samples:

@@ -58,9 +58,7 @@ def make_app(upstream: str) -> web.Application:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--upstream", required=True, help="base URL, e.g. http://127.0.0.1:8001")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
@@ -69,9 +67,7 @@ def main() -> None:
         import uvloop
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    web.run_app(
-        make_app(args.upstream), host=args.host, port=args.port, backlog=4096, access_log=None, print=None
-    )
+    web.run_app(make_app(args.upstream), host=args.host, port=args.port, backlog=4096, access_log=None, print=None)
 
 
 if __name__ == "__main__":

@@ -84,9 +84,7 @@ def wait_http(url: str, proc: Proc, timeout_s: float) -> None:
         except (OSError, urllib.error.URLError) as exc:
             last = str(exc)
         time.sleep(0.2)
-    raise RuntimeError(
-        f"{proc.name} did not become ready at {url} within {timeout_s:.0f}s ({last}):\n{proc.tail()}"
-    )
+    raise RuntimeError(f"{proc.name} did not become ready at {url} within {timeout_s:.0f}s ({last}):\n{proc.tail()}")
 
 
 def _children_map() -> dict[int, list[int]]:

@@ -67,9 +67,7 @@ def ensure_matplotlib() -> None:
         import matplotlib  # noqa: F401
     except ImportError:
         log("installing matplotlib into this venv")
-        subprocess.run(
-            [sys.executable, "-m", "pip", "install", "--quiet", "matplotlib>=3.8"], timeout=600, check=False
-        )
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "matplotlib>=3.8"], timeout=600, check=False)
 
 
 class Bench:
@@ -307,9 +305,7 @@ class Bench:
                 continue
             pids = procs.tree((t.proc or self.sim).pid)
             if not procs.reset_peak_rss(pids):
-                self.notes.append(
-                    "peak RSS of the stream crowd could not be reset: it is the whole run's peak"
-                )
+                self.notes.append("peak RSS of the stream crowd could not be reset: it is the whole run's peak")
             log(f"{self.plan.burst} slow streams through {name}")
             r = arun(
                 load.run_burst(
@@ -378,9 +374,7 @@ def conditions(plan: Plan, quick: bool, bench: Bench, wall_s: float, load_before
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="one short round (about a minute and a half)")
     parser.add_argument("--skip-litellm", action="store_true", help="do not install or run the LiteLLM proxy")
     parser.add_argument("--no-wrk", action="store_true", help="use the Python client for c=32 too")
@@ -424,9 +418,7 @@ def main() -> int:
         fig["rss_mib"] = rss.get(name, float("nan"))
         values = [r[name]["c32_rps"] for r in rounds if name in r]
         fig["c32_rps_min"], fig["c32_rps_max"] = min(values), max(values)
-    cdfs = {
-        name: [round(load.percentile(v, q / 2), 3) for q in range(201)] for name, v in bench.latencies.items()
-    }
+    cdfs = {name: [round(load.percentile(v, q / 2), 3) for q in range(201)] for name, v in bench.latencies.items()}
     result = {
         "conditions": conditions(plan, args.quick, bench, time.monotonic() - started, load_before),
         "summary": summary,

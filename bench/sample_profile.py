@@ -82,9 +82,7 @@ def top_frames(raw: Path, n: int = 25) -> tuple[int, list[tuple[float, str]], li
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--system", choices=["creditgate", "passthrough"], default="creditgate")
     parser.add_argument("--out", type=Path, default=systems.BENCH / "results")
@@ -106,9 +104,7 @@ def main() -> int:
         started.append(target.proc)
         body = load.chat_body(target.model("plain"))
         asyncio.run(
-            load.run_load(
-                target.url("plain"), body, target.headers(), concurrency=8, duration_s=3, max_requests=5000
-            )
+            load.run_load(target.url("plain"), body, target.headers(), concurrency=8, duration_s=3, max_requests=5000)
         )
         raw = work / "profile.txt"
         svg = args.out / ("profile.svg" if args.system == "creditgate" else f"profile-{args.system}.svg")

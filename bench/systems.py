@@ -78,9 +78,7 @@ def wait_port(port: int, proc: Proc, timeout_s: float) -> None:
 def package_version(python: str | Path, dist: str) -> str:
     code = f"import importlib.metadata as m; print(m.version({dist!r}))"
     try:
-        out = subprocess.run(
-            [str(python), "-c", code], capture_output=True, text=True, timeout=60, check=True
-        )
+        out = subprocess.run([str(python), "-c", code], capture_output=True, text=True, timeout=60, check=True)
     except (subprocess.SubprocessError, OSError):
         return "unknown"
     return out.stdout.strip()
@@ -135,9 +133,7 @@ def _admin(base: str, token: str, path: str, body: dict[str, object]) -> dict[st
     return data
 
 
-def start_creditgate(
-    sim_url: str, log_dir: Path, work: Path, workers: int, launcher: Sequence[str] = ()
-) -> Target:
+def start_creditgate(sim_url: str, log_dir: Path, work: Path, workers: int, launcher: Sequence[str] = ()) -> Target:
     """The gateway with its normal features on, a fresh SQLite database, and one funded key
     whose per-minute limit is checked on every request but never reached. `launcher` replaces
     the `python -m creditgate` part of the command line."""

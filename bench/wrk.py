@@ -88,14 +88,10 @@ def run(url: str, script: Path, *, connections: int, duration_s: float, timeout_
         str(script),
         url,
     ]
-    proc = subprocess.run(
-        cmd, capture_output=True, text=True, timeout=duration_s + timeout_s + 30, check=False
-    )
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=duration_s + timeout_s + 30, check=False)
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("BENCH ")), None)
     if line is None:
-        raise RuntimeError(
-            f"wrk failed (exit {proc.returncode}): {proc.stderr.strip() or proc.stdout.strip()}"
-        )
+        raise RuntimeError(f"wrk failed (exit {proc.returncode}): {proc.stderr.strip() or proc.stdout.strip()}")
     data = json.loads(line[6:])
     return WrkResult(
         requests=data["requests"],

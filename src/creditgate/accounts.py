@@ -218,9 +218,7 @@ async def insert_key(conn: AsyncConnection, account_id: int, options: KeyOptions
             key_hash=hash_key(raw),
             prefix=key_prefix(raw),
             name=options.name,
-            allowed_models=orjson.dumps(list(options.models)).decode()
-            if options.models is not None
-            else None,
+            allowed_models=orjson.dumps(list(options.models)).decode() if options.models is not None else None,
             ip_allowlist=orjson.dumps(list(options.ip_allowlist)).decode()
             if options.ip_allowlist is not None
             else None,
@@ -251,9 +249,7 @@ async def rotate_key(conn: AsyncConnection, key_id: int) -> str | None:
 
 async def revoke_key(conn: AsyncConnection, key_id: int) -> bool:
     result = await conn.execute(
-        update(api_keys)
-        .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
-        .values(revoked_at=utcnow())
+        update(api_keys).where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None)).values(revoked_at=utcnow())
     )
     if result.rowcount != 1:
         return False

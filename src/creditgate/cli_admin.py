@@ -47,9 +47,7 @@ def run(config: str | None, job: Callable[[BillingService], Awaitable[T]]) -> T:
     settings = load(config)
 
     async def main() -> T:
-        service = await open_billing(
-            settings, Catalog(settings.file), poll_interval=3600, sweep_interval=3600
-        )
+        service = await open_billing(settings, Catalog(settings.file), poll_interval=3600, sweep_interval=3600)
         try:
             return await job(service)
         finally:
@@ -91,9 +89,7 @@ def show_account(view: dict[str, Any]) -> None:
     if view.get("lots"):
         lots = Table("lot", "kind", "amount", "remaining", "expires at", title="lots (soonest expiry first)")
         for lot in view["lots"]:
-            lots.add_row(
-                str(lot["id"]), lot["kind"], str(lot["amount"]), str(lot["remaining"]), lot["expires_at"]
-            )
+            lots.add_row(str(lot["id"]), lot["kind"], str(lot["amount"]), str(lot["remaining"]), lot["expires_at"])
         out.print(lots)
 
 
@@ -171,9 +167,7 @@ def keys_create(
     account_id: int,
     name: Annotated[str, typer.Option(help="a label for the key")] = "",
     model: Annotated[list[str] | None, typer.Option(help="allowed model (repeat); default: all")] = None,
-    ip: Annotated[
-        list[str] | None, typer.Option(help="allowed IP or CIDR (repeat); default: anywhere")
-    ] = None,
+    ip: Annotated[list[str] | None, typer.Option(help="allowed IP or CIDR (repeat); default: anywhere")] = None,
     expires_at: Annotated[str | None, typer.Option(help="ISO 8601 expiry time")] = None,
     daily_cap: Annotated[str | None, typer.Option(help="daily spending cap, e.g. 2.50")] = None,
     rpm: Annotated[int | None, typer.Option(help="requests per minute")] = None,

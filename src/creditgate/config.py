@@ -198,7 +198,7 @@ def _substitute(node: yaml.Node, source: str) -> None:
 
         node.value = _ENV.sub(repl, node.value)
     elif isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
+        for _key, value in node.value:
             _substitute(value, source)
     elif isinstance(node, yaml.SequenceNode):
         for item in node.value:

@@ -29,42 +29,57 @@ class Metrics:
         r = self.registry
         # --- requests (recorded by the pipeline) ---
         self.requests = Counter(
-            "creditgate_requests", "Chat requests answered, by model, HTTP status and dialect.",
-            ["model", "status", "dialect"], registry=r,
+            "creditgate_requests",
+            "Chat requests answered, by HTTP status and dialect.",
+            ["status", "dialect"],
+            registry=r,
         )
         self.request_latency = Histogram(
-            "creditgate_request_duration_seconds", "Time from request to the last byte, by dialect.",
-            ["dialect"], buckets=_LATENCY_BUCKETS, registry=r,
+            "creditgate_request_duration_seconds",
+            "Time from request to the last byte, by dialect.",
+            ["dialect"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.upstream_latency = Histogram(
             "creditgate_upstream_duration_seconds",
             "Time an upstream took to answer (non-streaming) or to start streaming, by deployment.",
-            ["deployment"], buckets=_LATENCY_BUCKETS, registry=r,
+            ["deployment"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.tokens = Counter(
-            "creditgate_tokens", "Tokens billed, by model and kind (prompt, completion, cached, reasoning).",
-            ["model", "kind"], registry=r,
+            "creditgate_tokens",
+            "Tokens billed, by model and kind (prompt, completion, cached, reasoning).",
+            ["model", "kind"],
+            registry=r,
         )
         self.cost_micros = Counter(
-            "creditgate_cost_micros", "Amount charged in micros of the wallet currency, by model.",
-            ["model"], registry=r,
+            "creditgate_cost_micros",
+            "Amount charged in micros of the wallet currency, by model.",
+            ["model"],
+            registry=r,
         )
         self.in_flight = Gauge("creditgate_requests_in_flight", "Chat requests being served now.", registry=r)
         # --- routing (recorded by the router) ---
         self.route_decisions = Counter(
             "creditgate_route_decisions",
             "Models chosen for requests, by policy (direct for a named model, or the auto-* policy applied).",
-            ["policy", "model"], registry=r,
+            ["policy", "model"],
+            registry=r,
         )
         self.failovers = Counter(
             "creditgate_failovers",
             "Upstream failures before the first byte that move a request on to another deployment, "
             "by the deployment that failed and why.",
-            ["deployment", "reason"], registry=r,
+            ["deployment", "reason"],
+            registry=r,
         )
         self.breaker_transitions = Counter(
-            "creditgate_breaker_transitions", "Circuit breaker state changes, by deployment and new state.",
-            ["deployment", "state"], registry=r,
+            "creditgate_breaker_transitions",
+            "Circuit breaker state changes, by deployment and new state.",
+            ["deployment", "state"],
+            registry=r,
         )
 
     def render(self) -> tuple[bytes, str]:

@@ -64,9 +64,7 @@ async def test_daily_quota_resets_with_the_day() -> None:
     assert await quota.take("ip", 1, day + timedelta(days=1))
 
 
-async def test_expired_lot_cannot_be_spent_and_posts_an_expiry(
-    sqlite_url: str, services: ServiceFactory
-) -> None:
+async def test_expired_lot_cannot_be_spent_and_posts_an_expiry(sqlite_url: str, services: ServiceFactory) -> None:
     service = await services(sqlite_url)
     account = await service.create_account("exp@example.com")
     await service.add_credits(account["id"], 1_000_000, "bonus", expires_in_days=1)

@@ -30,9 +30,7 @@ async def served(services: ServiceFactory, sqlite_url: str) -> AsyncIterator[Cal
         service = await services(sqlite_url, admin_token=token)
         app = Starlette(routes=[*account_routes(service), *admin_routes(service, service.settings)])
         port = free_port()
-        server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-        )
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
         task = asyncio.get_running_loop().create_task(server.serve())
         servers.append((server, task))
         while not server.started:  # noqa: ASYNC110 - uvicorn offers a flag, not an event
@@ -125,21 +123,13 @@ async def test_admin_needs_the_token_and_hides_without_one(served: Any) -> None:
 
 async def test_signup_login_and_transactions(served: Any) -> None:
     service, call = await served()
-    status, made, _ = await call(
-        "POST", "/auth/signup", {"email": "me@example.com", "password": "hunter2hunter2"}
-    )
+    status, made, _ = await call("POST", "/auth/signup", {"email": "me@example.com", "password": "hunter2hunter2"})
     assert status == 201 and made["account"]["trial_calls_left"] == 2 and made["key"].startswith("sk-")
-    status, body, _ = await call(
-        "POST", "/auth/signup", {"email": "me@example.com", "password": "hunter2hunter2"}
-    )
+    status, body, _ = await call("POST", "/auth/signup", {"email": "me@example.com", "password": "hunter2hunter2"})
     assert is_error(body, status, 409)
-    status, body, _ = await call(
-        "POST", "/auth/login", {"email": "me@example.com", "password": "wrong-password"}
-    )
+    status, body, _ = await call("POST", "/auth/login", {"email": "me@example.com", "password": "wrong-password"})
     assert is_error(body, status, 401)
-    status, me, _ = await call(
-        "POST", "/auth/login", {"email": "me@example.com", "password": "hunter2hunter2"}
-    )
+    status, me, _ = await call("POST", "/auth/login", {"email": "me@example.com", "password": "hunter2hunter2"})
     assert status == 200 and me["keys"][0]["prefix"] == made["key"][:11]
 
     aid = made["account"]["id"]

@@ -319,9 +319,7 @@ def test_anthropic_upstream_relays_to_an_equivalent_stream(schema_errors: Schema
 def test_gemini_upstream_relays_to_an_anthropic_stream(schema_errors: SchemaErrors) -> None:
     upstream = g_stream(
         g_response([{"text": "Hi "}], finish=None),
-        g_response(
-            [{"text": "there"}, {"functionCall": {"name": "w", "args": {"q": 1}}}], usage=g_usage(12, 7)
-        ),
+        g_response([{"text": "there"}, {"functionCall": {"name": "w", "args": {"q": 1}}}], usage=g_usage(12, 7)),
     )
     message = relay(Recording(events=upstream), GeminiProvider(), schema_errors)
     assert [b["type"] for b in message["content"]] == ["text", "tool_use"]
@@ -350,9 +348,7 @@ def test_error_in_stream(schema_errors: SchemaErrors) -> None:
         "choices": [{"index": 0, "delta": {"content": "He"}, "finish_reason": None}],
     }
     raw = encoder.chunk(chunk)
-    raw += encoder.error(
-        UpstreamError("Upstream error: Overloaded", upstream_status=529, kind="overloaded"), "req_1"
-    )
+    raw += encoder.error(UpstreamError("Upstream error: Overloaded", upstream_status=529, kind="overloaded"), "req_1")
     payloads = events_of(raw, schema_errors)
     assert payloads[-1] == {
         "type": "error",

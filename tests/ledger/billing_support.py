@@ -114,9 +114,7 @@ async def services() -> AsyncIterator[ServiceFactory]:
 
     async def make(url: str, *, admin_token: str | None = None, **billing: Any) -> BillingService:
         settings = make_settings(url, admin_token, **billing)
-        service = await open_billing(
-            settings, Catalog(settings.file), poll_interval=0.05, sweep_interval=3600
-        )
+        service = await open_billing(settings, Catalog(settings.file), poll_interval=0.05, sweep_interval=3600)
         started.append(service)
         return service
 
@@ -129,16 +127,12 @@ async def ledger_invariants(service: BillingService) -> None:
     """What must hold after anything: cached balances equal their postings, everything
     sums to zero, and no lot is below zero."""
     async with service.db.reader.connect() as conn:
-        rows = await conn.execute(
-            select(ledger_accounts.c.id, ledger_accounts.c.kind, ledger_accounts.c.balance)
-        )
+        rows = await conn.execute(select(ledger_accounts.c.id, ledger_accounts.c.kind, ledger_accounts.c.balance))
         cached = {int(r.id): (r.kind, int(r.balance)) for r in rows}
         credits = dict(
             (
                 await conn.execute(
-                    select(transfers.c.credit_id, func.sum(transfers.c.amount)).group_by(
-                        transfers.c.credit_id
-                    )
+                    select(transfers.c.credit_id, func.sum(transfers.c.amount)).group_by(transfers.c.credit_id)
                 )
             ).all()
         )

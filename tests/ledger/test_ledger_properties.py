@@ -33,9 +33,7 @@ credit = st.tuples(
     st.integers(1, 40),
 )
 reserve = st.tuples(st.just("reserve"), st.integers(0, 2_000_000))
-settle = st.tuples(
-    st.just("settle"), st.integers(0, 7), st.integers(0, 200_000), st.integers(0, 50_000), st.booleans()
-)
+settle = st.tuples(st.just("settle"), st.integers(0, 7), st.integers(0, 200_000), st.integers(0, 50_000), st.booleans())
 advance = st.tuples(st.just("advance"), st.integers(1, 20))
 programs = st.lists(st.one_of(credit, reserve, reserve, settle, settle, advance), min_size=1, max_size=25)
 
@@ -85,9 +83,7 @@ def _service(loop: asyncio.AbstractEventLoop, url: str, box: dict[str, Any]) -> 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(program=programs)
-def test_ledger_follows_the_model(
-    program: list[tuple[Any, ...]], db_url: str, loop: Any, request: Any
-) -> None:
+def test_ledger_follows_the_model(program: list[tuple[Any, ...]], db_url: str, loop: Any, request: Any) -> None:
     box = request.node.__dict__.setdefault("_billing", {})
     if "closer" not in box:
         box["closer"] = True

@@ -16,9 +16,7 @@ from creditgate.ledger.service import BillingService
 M = 1_000_000
 
 
-async def funded(
-    service: BillingService, amount: int, *, trial: bool = False, kind: str = "grant", **key: object
-):
+async def funded(service: BillingService, amount: int, *, trial: bool = False, kind: str = "grant", **key: object):
     account = await service.create_account(f"user{amount}-{id(key)}@example.com", trial=trial)
     if amount:
         await service.add_credits(account["id"], amount, kind)

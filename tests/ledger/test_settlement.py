@@ -39,9 +39,7 @@ async def count(service: BillingService, table: Any) -> int:
         return int((await conn.execute(select(func.count()).select_from(table))).scalar_one())
 
 
-async def test_group_commit_puts_many_settlements_in_one_transaction(
-    db_url: str, services: ServiceFactory
-) -> None:
+async def test_group_commit_puts_many_settlements_in_one_transaction(db_url: str, services: ServiceFactory) -> None:
     service = await services(db_url, group_commit_ms=50)
     account_id, key = await account_with_key(service, "many@example.com", 10 * M)
     principal = await service.authenticate(key, "127.0.0.1")

@@ -60,9 +60,7 @@ async def test_the_database_refuses_bad_postings(db_url: str) -> None:
         for legs in (overdraw, [(lot.lot_id, lot.lot_id, 1)], [(lot.lot_id, system["revenue"], -1)]):
             with pytest.raises(IntegrityError):
                 async with db.writer.begin() as conn:
-                    await post(
-                        conn, account_id=account_id, type="USAGE", amount=0, description="", legs=legs, at=now
-                    )
+                    await post(conn, account_id=account_id, type="USAGE", amount=0, description="", legs=legs, at=now)
         for statement in ("UPDATE transfers SET amount = 1", "DELETE FROM transactions"):
             with pytest.raises(DBAPIError, match="append-only"):
                 async with db.writer.begin() as conn:

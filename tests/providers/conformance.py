@@ -68,16 +68,12 @@ class Case:
 
 
 def deployment(provider_type: str, model: str = "up-model") -> Deployment:
-    config = ProviderConfig(
-        id="p", type=provider_type, base_url="https://upstream.example", api_key="secret-key"
-    )  # type: ignore[arg-type]
+    config = ProviderConfig(id="p", type=provider_type, base_url="https://upstream.example", api_key="secret-key")  # type: ignore[arg-type]
     return Deployment(key=f"p/{model}", provider=config, upstream_model=model, priority=0, weight=1)
 
 
 def chat_request(case: Case) -> ChatRequest:
-    return ChatRequest(
-        body=case.request, model="catalog/model", stream=case.stream, cache_prompt=case.cache_prompt
-    )
+    return ChatRequest(body=case.request, model="catalog/model", stream=case.stream, cache_prompt=case.cache_prompt)
 
 
 def sse_bytes(events: tuple[tuple[str | None, Any], ...]) -> bytes:
@@ -91,15 +87,9 @@ def sse_bytes(events: tuple[tuple[str | None, Any], ...]) -> bytes:
 
 def is_subset(expected: Any, actual: Any) -> bool:
     if isinstance(expected, dict):
-        return isinstance(actual, dict) and all(
-            k in actual and is_subset(v, actual[k]) for k, v in expected.items()
-        )
+        return isinstance(actual, dict) and all(k in actual and is_subset(v, actual[k]) for k, v in expected.items())
     if isinstance(expected, list):
-        return (
-            isinstance(actual, list)
-            and len(expected) == len(actual)
-            and all(map(is_subset, expected, actual))
-        )
+        return isinstance(actual, list) and len(expected) == len(actual) and all(map(is_subset, expected, actual))
     return bool(expected == actual)
 
 

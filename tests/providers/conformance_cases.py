@@ -50,10 +50,7 @@ def a_stream(*blocks: list[JSON], stop: str = "end_turn", usage: JSON | None = N
 def a_text(index: int, *pieces: str) -> list[JSON]:
     return [
         {"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}},
-        *(
-            {"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": p}}
-            for p in pieces
-        ),
+        *({"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": p}} for p in pieces),
         {"type": "content_block_stop", "index": index},
     ]
 
@@ -90,9 +87,7 @@ def g_usage(prompt: int = 10, candidates: int = 5, cached: int = 0, thoughts: in
     return usage
 
 
-def g_response(
-    parts: list[JSON] | None, finish: str | None = "STOP", usage: JSON | None = None, **extra: Any
-) -> JSON:
+def g_response(parts: list[JSON] | None, finish: str | None = "STOP", usage: JSON | None = None, **extra: Any) -> JSON:
     out: JSON = {"modelVersion": "gemini-x", "responseId": "r1", **extra}
     if parts is not None:
         candidate: JSON = {"content": {"role": "model", "parts": parts}, "index": 0}
@@ -165,18 +160,14 @@ CASES: list[Case] = [
                     ],
                     "tool_use",
                 ),
-                sent={
-                    "tools": [{"name": "get_weather", "input_schema": WEATHER_TOOL["function"]["parameters"]}]
-                },  # type: ignore[index]
+                sent={"tools": [{"name": "get_weather", "input_schema": WEATHER_TOOL["function"]["parameters"]}]},  # type: ignore[index]
             ),
             "gemini": Recording(
                 g_response([{"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}}]),
                 sent={"tools": [{"functionDeclarations": [{"name": "get_weather"}]}]},
             ),
         },
-        expect=Expect(
-            text=None, tool_calls=(("get_weather", {"city": "Paris"}),), finish_reason="tool_calls"
-        ),
+        expect=Expect(text=None, tool_calls=(("get_weather", {"city": "Paris"}),), finish_reason="tool_calls"),
     ),
     Case(
         "tool_call_stream_parallel",
@@ -386,15 +377,11 @@ CASES: list[Case] = [
         },
         {
             "anthropic": Recording(
-                events=a_stream(
-                    a_tool(0, "toolu_j", "respond_with_json", '{"greeting"', ': "hi"}'), stop="tool_use"
-                ),
+                events=a_stream(a_tool(0, "toolu_j", "respond_with_json", '{"greeting"', ': "hi"}'), stop="tool_use"),
                 sent={"tool_choice": {"type": "tool", "name": "respond_with_json"}},
             ),
             "gemini": Recording(
-                events=g_stream(
-                    g_response([{"text": '{"greeting"'}], finish=None), g_response([{"text": ': "hi"}'}])
-                ),
+                events=g_stream(g_response([{"text": '{"greeting"'}], finish=None), g_response([{"text": ': "hi"}'}])),
                 sent={
                     "generationConfig": {
                         "responseMimeType": "application/json",
@@ -428,9 +415,7 @@ CASES: list[Case] = [
                 a_message([{"type": "text", "text": "Hello"}], "stop_sequence", stop_sequence="END"),
                 sent={"stop_sequences": ["END"]},
             ),
-            "gemini": Recording(
-                g_response([{"text": "Hello"}]), sent={"generationConfig": {"stopSequences": ["END"]}}
-            ),
+            "gemini": Recording(g_response([{"text": "Hello"}]), sent={"generationConfig": {"stopSequences": ["END"]}}),
         },
         expect=Expect(text="Hello"),
     ),
@@ -450,9 +435,7 @@ CASES: list[Case] = [
             "anthropic": Recording(events=a_stream(stop="refusal")),
             "gemini": Recording(
                 events=g_stream(
-                    g_response(
-                        None, promptFeedback={"blockReason": "SAFETY"}, usageMetadata=g_usage(candidates=0)
-                    )
+                    g_response(None, promptFeedback={"blockReason": "SAFETY"}, usageMetadata=g_usage(candidates=0))
                 )
             ),
         },
@@ -523,9 +506,7 @@ CASES: list[Case] = [
             "gemini": Recording(
                 events=g_stream(
                     g_response([{"text": "Hmm.", "thought": True}], finish=None),
-                    g_response(
-                        [{"text": "Hi"}], usage=g_usage(prompt=125, candidates=10, cached=100, thoughts=30)
-                    ),
+                    g_response([{"text": "Hi"}], usage=g_usage(prompt=125, candidates=10, cached=100, thoughts=30)),
                 ),
                 usage={
                     "prompt_tokens": 125,

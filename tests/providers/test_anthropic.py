@@ -81,9 +81,7 @@ def test_full_conversation_validates_and_maps_every_field(schema_errors: SchemaE
     assert sent["system"] == [{"type": "text", "text": "Be brief."}, {"type": "text", "text": "Use metric."}]
     assert sent["messages"][0] == {"role": "user", "content": [{"type": "text", "text": "Weather?"}]}
     assert sent["messages"][1]["content"] == [{"type": "tool_use", "id": "call_1", "name": "w", "input": {}}]
-    assert sent["messages"][2]["content"] == [
-        {"type": "tool_result", "tool_use_id": "call_1", "content": "18C"}
-    ]
+    assert sent["messages"][2]["content"] == [{"type": "tool_result", "tool_use_id": "call_1", "content": "18C"}]
     assert sent["temperature"] == 1.0
     assert sent["top_p"] == 0.9
     assert sent["stop_sequences"] == ["END"]
@@ -164,9 +162,7 @@ def test_n_above_one_is_refused() -> None:
 def test_sample_anthropic_message_parses(schema_errors: SchemaErrors) -> None:
     from tests.conftest import PROTOCOLS
 
-    completion = provider.parse_response(
-        (PROTOCOLS / "samples" / "anthropic_message.json").read_bytes(), DEPLOYMENT
-    )
+    completion = provider.parse_response((PROTOCOLS / "samples" / "anthropic_message.json").read_bytes(), DEPLOYMENT)
     assert schema_errors(completion, "openai:CreateChatCompletionResponse") == []
     call = completion["choices"][0]["message"]["tool_calls"][0]
     assert orjson.loads(call["function"]["arguments"]) == {"city": "Paris"}
@@ -212,6 +208,4 @@ def test_foreign_tool_ids_are_made_acceptable_on_both_sides(schema_errors: Schem
     )
     assert sent["messages"][1]["content"][0]["id"] == "functions_w_0"
     assert sent["messages"][2]["content"][0]["tool_use_id"] == "functions_w_0"
-    assert sent["messages"][3]["content"][-1]["text"] == "The answer is", (
-        "a prefill may not end in whitespace"
-    )
+    assert sent["messages"][3]["content"][-1]["text"] == "The answer is", "a prefill may not end in whitespace"

@@ -92,9 +92,7 @@ def test_tool_choice(choice: Any, expected: JSON, schema_errors: SchemaErrors) -
         "$schema": "x",
     }
     tools = [{"type": "function", "function": {"name": "w", "parameters": schema}}]
-    sent = build(
-        {"messages": [{"role": "user", "content": "x"}], "tools": tools, "tool_choice": choice}, schema_errors
-    )
+    sent = build({"messages": [{"role": "user", "content": "x"}], "tools": tools, "tool_choice": choice}, schema_errors)
     assert sent["toolConfig"] == {"functionCallingConfig": expected}
     declaration = sent["tools"][0]["functionDeclarations"][0]
     assert declaration["parametersJsonSchema"] == {
@@ -152,18 +150,14 @@ def test_foreign_tool_call_ids_still_resolve_names() -> None:
                 {"role": "user", "content": "x"},
                 {
                     "role": "assistant",
-                    "tool_calls": [
-                        {"id": "toolu_9", "type": "function", "function": {"name": "w", "arguments": "{}"}}
-                    ],
+                    "tool_calls": [{"id": "toolu_9", "type": "function", "function": {"name": "w", "arguments": "{}"}}],
                 },
                 {"role": "tool", "tool_call_id": "toolu_9", "content": '["a"]'},
             ]
         }
     )
     assert sent["contents"][1]["parts"] == [{"functionCall": {"name": "w", "args": {}}}]
-    assert sent["contents"][2]["parts"] == [
-        {"functionResponse": {"name": "w", "response": {"output": '["a"]'}}}
-    ]
+    assert sent["contents"][2]["parts"] == [{"functionResponse": {"name": "w", "response": {"output": '["a"]'}}}]
 
 
 def test_tool_result_for_an_unknown_call_is_a_bad_request() -> None:
@@ -220,9 +214,7 @@ def test_retry_delay_and_bad_key() -> None:
 def test_sample_gemini_response_parses(schema_errors: SchemaErrors) -> None:
     from tests.conftest import PROTOCOLS
 
-    completion = provider.parse_response(
-        (PROTOCOLS / "samples" / "gemini_response.json").read_bytes(), DEPLOYMENT
-    )
+    completion = provider.parse_response((PROTOCOLS / "samples" / "gemini_response.json").read_bytes(), DEPLOYMENT)
     assert schema_errors(completion, "openai:CreateChatCompletionResponse") == []
     assert completion["choices"][0]["finish_reason"] == "tool_calls"
     assert completion["usage"]["completion_tokens"] == 28

@@ -38,5 +38,3 @@ def make_router(clock: Clock) -> RouterFactory:
         )
 
     return make
-
-

@@ -13,8 +13,9 @@ from creditgate.errors import GatewayError, UpstreamError
 from creditgate.routing import Router
 
 
-def model(model_id: str, *, price: str = "1", deployments: list[dict[str, Any]] | None = None,
-          **extra: Any) -> dict[str, Any]:
+def model(
+    model_id: str, *, price: str = "1", deployments: list[dict[str, Any]] | None = None, **extra: Any
+) -> dict[str, Any]:
     """A catalog entry; by default one deployment on provider `p1` and the same price for
     input and output (so the blended price is `price`)."""
     return {
@@ -31,10 +32,12 @@ def dep(provider: str, name: str, *, priority: int = 0, weight: int = 1) -> dict
 
 def catalog_of(*models: dict[str, Any]) -> Catalog:
     providers = sorted({d["provider"] for m in models for d in m["deployments"]})
-    config = FileConfig.model_validate({
-        "providers": [{"id": p, "type": "openai", "base_url": "http://127.0.0.1:9"} for p in providers],
-        "models": list(models),
-    })
+    config = FileConfig.model_validate(
+        {
+            "providers": [{"id": p, "type": "openai", "base_url": "http://127.0.0.1:9"} for p in providers],
+            "models": list(models),
+        }
+    )
     return Catalog(config)
 
 
@@ -49,15 +52,27 @@ class Clock:
         self.now += seconds
 
 
-def chat(text: str = "hello", *, model: str = "auto", fallbacks: Sequence[str] = (), has_images: bool = False,
-         body_bytes: int | None = None, **body: Any) -> ChatRequest:
+def chat(
+    text: str = "hello",
+    *,
+    model: str = "auto",
+    fallbacks: Sequence[str] = (),
+    has_images: bool = False,
+    body_bytes: int | None = None,
+    **body: Any,
+) -> ChatRequest:
     content: Any = text
     if has_images:
-        content = [{"type": "text", "text": text},
-                   {"type": "image_url", "image_url": {"url": "data:image/png;base64," + "A" * 4000}}]
+        content = [
+            {"type": "text", "text": text},
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64," + "A" * 4000}},
+        ]
     payload = {"model": model, "messages": [{"role": "user", "content": content}], **body}
     return ChatRequest(
-        body=payload, model=model, fallbacks=list(fallbacks), has_images=has_images,
+        body=payload,
+        model=model,
+        fallbacks=list(fallbacks),
+        has_images=has_images,
         body_bytes=body_bytes if body_bytes is not None else len(str(payload).encode()),
     )
 
@@ -77,8 +92,9 @@ class Outcome:
     error: GatewayError | None = None
 
 
-def serve(router: Router, models: Sequence[CatalogModel],
-          upstream: Callable[[Deployment], UpstreamError | None]) -> Outcome:
+def serve(
+    router: Router, models: Sequence[CatalogModel], upstream: Callable[[Deployment], UpstreamError | None]
+) -> Outcome:
     """Drive one request through the router the way the pipeline does."""
     out = Outcome()
     last: UpstreamError | None = None

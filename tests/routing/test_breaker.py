@@ -61,9 +61,7 @@ def test_request_errors_do_not_count_against_a_deployment(make_router: RouterFac
     assert row["state"] == "healthy" and row["failures"] == 1 and row["error_rate"] is None
 
 
-def test_half_open_admits_exactly_one_probe_then_closes_on_success(
-    make_router: RouterFactory, clock: Clock
-) -> None:
+def test_half_open_admits_exactly_one_probe_then_closes_on_success(make_router: RouterFactory, clock: Clock) -> None:
     catalog = catalog_of(ONE)
     router = make_router(catalog, failure_threshold=1, cooldown_seconds=30)
     m = catalog.models["m"]
@@ -72,15 +70,14 @@ def test_half_open_admits_exactly_one_probe_then_closes_on_success(
     assert list(router.attempts([m])) == []
     clock.advance(0.1)
     assert state(router) == "half_open"
-    (_, probe_dep), = router.attempts([m])
+    ((_, probe_dep),) = router.attempts([m])
     probe = router.started(probe_dep)
     assert list(router.attempts([m])) == []  # the probe is in flight: nobody else gets through
     router.succeeded(probe, latency_ms=50)
     assert state(router) == "healthy"
     assert len(list(router.attempts([m]))) == 1
     transitions = router.metrics.breaker_transitions
-    counts = [transitions.labels(deployment="a/m", state=s)._value.get()
-              for s in ("open", "half_open", "healthy")]
+    counts = [transitions.labels(deployment="a/m", state=s)._value.get() for s in ("open", "half_open", "healthy")]
     assert counts == [1, 1, 1]
 
 
@@ -104,19 +101,17 @@ def test_a_cancelled_probe_lets_the_next_request_probe(make_router: RouterFactor
     m = catalog.models["m"]
     serve(router, [m], lambda d: fail(503))
     clock.advance(5)
-    (_, d), = router.attempts([m])
+    ((_, d),) = router.attempts([m])
     router.cancelled(router.started(d))
     assert state(router) == "half_open"
     assert len(list(router.attempts([m]))) == 1
 
 
 def test_snapshot_reports_health_and_speed(make_router: RouterFactory, clock: Clock) -> None:
-    catalog = catalog_of(
-        model("m", deployments=[dep("a", "m", weight=2)]), model("n", deployments=[dep("a", "m")])
-    )
+    catalog = catalog_of(model("m", deployments=[dep("a", "m", weight=2)]), model("n", deployments=[dep("a", "m")]))
     router = make_router(catalog, failure_threshold=2, cooldown_seconds=30)
     models = router.resolve(chat(model="m"), everyone)
-    (_, d), = router.attempts(models)
+    ((_, d),) = router.attempts(models)
     router.succeeded(router.started(d), latency_ms=1000, ttft_ms=200, output_tokens=400)
     busy = router.started(d)
     serve(router, models, lambda d: fail(502))
@@ -138,7 +133,7 @@ def test_snapshot_reports_health_and_speed(make_router: RouterFactory, clock: Cl
 def test_a_verdict_given_twice_counts_once(make_router: RouterFactory) -> None:
     catalog = catalog_of(ONE)
     router = make_router(catalog, failure_threshold=1)
-    (_, d), = router.attempts([catalog.models["m"]])
+    ((_, d),) = router.attempts([catalog.models["m"]])
     attempt = router.started(d)
     router.succeeded(attempt, latency_ms=10)
     router.failed(attempt, fail(503))
@@ -149,9 +144,13 @@ def test_a_verdict_given_twice_counts_once(make_router: RouterFactory) -> None:
 def test_a_mid_stream_failure_counts_but_is_not_a_failover(make_router: RouterFactory) -> None:
     catalog = catalog_of(ONE)
     router = make_router(catalog, failure_threshold=1)
-    (_, d), = router.attempts([catalog.models["m"]])
+    ((_, d),) = router.attempts([catalog.models["m"]])
     router.failed(router.started(d), fail(0), mid_stream=True)
     assert state(router) == "open"
-    counted = [s for metric in router.metrics.failovers.collect() for s in metric.samples
-               if s.name.endswith("_total") and s.value > 0]
+    counted = [
+        s
+        for metric in router.metrics.failovers.collect()
+        for s in metric.samples
+        if s.name.endswith("_total") and s.value > 0
+    ]
     assert counted == []

@@ -14,9 +14,16 @@ TWO_WEIGHTED = model("m", deployments=[dep("a", "m", weight=3), dep("b", "m", we
 
 
 def test_traffic_splits_by_weight_among_the_best_priority(make_router: RouterFactory) -> None:
-    catalog = catalog_of(model("m", deployments=[
-        dep("a", "m", weight=3), dep("b", "m", weight=1), dep("c", "m", priority=1, weight=100),
-    ]))
+    catalog = catalog_of(
+        model(
+            "m",
+            deployments=[
+                dep("a", "m", weight=3),
+                dep("b", "m", weight=1),
+                dep("c", "m", priority=1, weight=100),
+            ],
+        )
+    )
     router = make_router(catalog, seed=7)
     picks = Counter(picked(router, catalog.models["m"]) for _ in range(1000))
     assert abs(picks["a/m"] - 750) <= 75

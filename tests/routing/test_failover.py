@@ -23,10 +23,18 @@ def test_request_errors_are_not_retried_elsewhere(make_router: RouterFactory, st
 
 @pytest.mark.parametrize(
     "error",
-    [fail(429), fail(500), fail(502), fail(503), fail(504), fail(529),
-     UpstreamError("refused", upstream_status=0, kind="connect"),
-     UpstreamTimeout("slow", phase="connect"), UpstreamTimeout("slow", phase="first_byte"),
-     UpstreamTimeout("slow", phase="total")],
+    [
+        fail(429),
+        fail(500),
+        fail(502),
+        fail(503),
+        fail(504),
+        fail(529),
+        UpstreamError("refused", upstream_status=0, kind="connect"),
+        UpstreamTimeout("slow", phase="connect"),
+        UpstreamTimeout("slow", phase="first_byte"),
+        UpstreamTimeout("slow", phase="total"),
+    ],
     ids=lambda e: e.kind if not e.upstream_status else str(e.upstream_status),
 )
 def test_transient_failures_fail_over(make_router: RouterFactory, error: UpstreamError) -> None:
@@ -64,6 +72,6 @@ def test_an_absurd_retry_after_is_capped(make_router: RouterFactory, clock: Cloc
     catalog = catalog_of(model("m"))
     router = make_router(catalog, {"max_retry_after_seconds": 60})
     m = catalog.models["m"]
-    serve(router, [m], lambda d: fail(503, retry_after=10 ** 9))
+    serve(router, [m], lambda d: fail(503, retry_after=10**9))
     clock.advance(60)
     assert serve(router, [m], lambda d: None).served_by == "p1/m"

@@ -69,7 +69,7 @@ def test_auto_fast_follows_measured_speed_and_tries_unmeasured_models(make_route
     router = make_router(catalog, {"fast_prior_ms": 1000, "fast_typical_output_tokens": 100})
 
     def measure(model_id: str, ttft_ms: float, tokens_per_s: float) -> None:
-        (_, d), = router.attempts([catalog.models[model_id]])
+        ((_, d),) = router.attempts([catalog.models[model_id]])
         latency = ttft_ms + 100 * 1000 / tokens_per_s
         router.succeeded(router.started(d), latency_ms=latency, ttft_ms=ttft_ms, output_tokens=100)
 
@@ -94,9 +94,7 @@ def test_auto_fast_follows_measured_speed_and_tries_unmeasured_models(make_route
     ],
     ids=["fences", "def", "tools", "images", "long", "default"],
 )
-def test_auto_reads_the_request(
-    make_router: RouterFactory, request_kwargs: dict[str, Any], chosen: str
-) -> None:
+def test_auto_reads_the_request(make_router: RouterFactory, request_kwargs: dict[str, Any], chosen: str) -> None:
     router = make_router(CATALOG, {"long_policy": "auto-cheap", "default": "auto-cheap"})
     assert ids(router.resolve(chat(model="auto", **request_kwargs), everyone))[0] == chosen
 
@@ -161,9 +159,7 @@ def test_unknown_models_are_not_found(make_router: RouterFactory) -> None:
 
 def test_virtual_models_are_listed_with_descriptions(make_router: RouterFactory) -> None:
     listed = make_router(CATALOG, {"default": "auto-fast"}).virtual_models()
-    assert [v["id"] for v in listed] == [
-        "auto", "auto-cheap", "auto-best", "auto-code", "auto-fast", "auto-free"
-    ]
+    assert [v["id"] for v in listed] == ["auto", "auto-cheap", "auto-best", "auto-code", "auto-fast", "auto-free"]
     assert all(v["description"] for v in listed)
     assert "otherwise auto-fast" in listed[0]["description"]
 

@@ -41,9 +41,7 @@ async def test_max_tokens_and_stop_sequences(claude: Client) -> None:
 
 
 async def test_max_tokens_is_required(sim: Any, http: aiohttp.ClientSession) -> None:
-    async with http.post(
-        sim.url + "/v1/messages", json={"model": "c", "messages": USER}, headers=HEADERS
-    ) as r:
+    async with http.post(sim.url + "/v1/messages", json={"model": "c", "messages": USER}, headers=HEADERS) as r:
         assert r.status == 400
         body = await r.json()
     assert body["type"] == "error" and body["error"]["type"] == "invalid_request_error"
@@ -52,9 +50,7 @@ async def test_max_tokens_is_required(sim: Any, http: aiohttp.ClientSession) -> 
 
 async def test_missing_key_is_an_authentication_error(sim: Any, http: aiohttp.ClientSession) -> None:
     body = {"model": "c", "max_tokens": 5, "messages": USER}
-    async with http.post(
-        sim.url + "/v1/messages", json=body, headers={"anthropic-version": "2023-06-01"}
-    ) as r:
+    async with http.post(sim.url + "/v1/messages", json=body, headers={"anthropic-version": "2023-06-01"}) as r:
         assert r.status == 401
         assert (await r.json())["error"]["type"] == "authentication_error"
     bearer = {"Authorization": "Bearer test-key", "anthropic-version": "2026-10-21"}

@@ -34,9 +34,7 @@ async def test_unknown_key_is_a_400_naming_it(oai: OpenAIClient) -> None:
         (503, openai.InternalServerError),
     ],
 )
-async def test_status_fails_in_the_openai_envelope(
-    oai: OpenAIClient, status: int, error: type[Exception]
-) -> None:
+async def test_status_fails_in_the_openai_envelope(oai: OpenAIClient, status: int, error: type[Exception]) -> None:
     with pytest.raises(error) as caught:
         await oai(f"status={status},retry_after=7").chat.completions.create(**CHAT)  # type: ignore[arg-type]
     assert caught.value.response.headers["retry-after"] == "7"  # type: ignore[attr-defined]
@@ -63,9 +61,7 @@ async def test_fail_first_then_succeed_per_prefix(sim: Any, http: aiohttp.Client
         assert response.status == 429
 
 
-async def test_sdk_retry_succeeds_after_fail_first(
-    oai: OpenAIClient, sim: Any, http: aiohttp.ClientSession
-) -> None:
+async def test_sdk_retry_succeeds_after_fail_first(oai: OpenAIClient, sim: Any, http: aiohttp.ClientSession) -> None:
     client = openai.AsyncOpenAI(
         base_url=sim.url + "/x/fail_first=1,retry_after=0.01,id=sdk/v1", api_key="k", max_retries=1
     )
@@ -76,9 +72,7 @@ async def test_sdk_retry_succeeds_after_fail_first(
     assert [r["headers"].get("x-stainless-retry-count") for r in log] == ["0", "1"]
 
 
-async def test_cut_after_breaks_the_stream_without_a_clean_end(
-    oai: OpenAIClient, claude: AnthropicClient
-) -> None:
+async def test_cut_after_breaks_the_stream_without_a_clean_end(oai: OpenAIClient, claude: AnthropicClient) -> None:
     stream = await oai("cut_after=3").chat.completions.create(**CHAT, stream=True)  # type: ignore[arg-type]
     received: list[str] = []
     with pytest.raises(openai.APIConnectionError):
@@ -168,9 +162,7 @@ async def test_cached_and_reasoning_tokens(oai: OpenAIClient, claude: AnthropicC
     assert message.usage.input_tokens + 5 == result.usage.prompt_tokens  # same prompt text, same rule
 
 
-async def test_request_log_records_what_was_sent(
-    sim: Any, http: aiohttp.ClientSession, oai: OpenAIClient
-) -> None:
+async def test_request_log_records_what_was_sent(sim: Any, http: aiohttp.ClientSession, oai: OpenAIClient) -> None:
     async with http.delete(sim.url + "/x/requests") as response:
         assert response.status == 204
     await oai("tokens=2").chat.completions.create(**CHAT, user="alice")  # type: ignore[arg-type]

@@ -31,9 +31,7 @@ Schema = Callable[[Any, str], list[str]]
 
 
 async def generate(http: aiohttp.ClientSession, url: str, body: dict[str, Any]) -> dict[str, Any]:
-    async with http.post(
-        url + "/v1beta/models/sim-gemini:generateContent", json=body, headers=KEY
-    ) as response:
+    async with http.post(url + "/v1beta/models/sim-gemini:generateContent", json=body, headers=KEY) as response:
         assert response.status == 200, await response.text()
         result: dict[str, Any] = await response.json()
         return result
@@ -59,9 +57,7 @@ async def test_generation_config_limits_and_candidates(sim: Any, http: aiohttp.C
     capped = await generate(http, sim.url, {"contents": CONTENTS, "generationConfig": {"maxOutputTokens": 4}})
     assert capped["candidates"][0]["finishReason"] == "MAX_TOKENS"
     assert capped["usageMetadata"]["candidatesTokenCount"] == 4
-    stopped = await generate(
-        http, sim.url, {"contents": CONTENTS, "generationConfig": {"stopSequences": [":"]}}
-    )
+    stopped = await generate(http, sim.url, {"contents": CONTENTS, "generationConfig": {"stopSequences": [":"]}})
     assert stopped["candidates"][0]["content"]["parts"][0]["text"] == "Simulated reply"
     two = await generate(http, sim.url, {"contents": CONTENTS, "generationConfig": {"candidateCount": 2}})
     assert [c["index"] for c in two["candidates"]] == [0, 1]
@@ -81,9 +77,7 @@ async def test_json_mode_and_images(sim: Any, http: aiohttp.ClientSession) -> No
     assert result["usageMetadata"]["promptTokenCount"] == gemini_prompt_tokens(body) == 3 + 4 + 85 + 3
 
 
-async def test_function_calls_finish_with_stop(
-    sim: Any, http: aiohttp.ClientSession, schema_errors: Schema
-) -> None:
+async def test_function_calls_finish_with_stop(sim: Any, http: aiohttp.ClientSession, schema_errors: Schema) -> None:
     forced = {"functionCallingConfig": {"mode": "ANY"}}
     result = await generate(http, sim.url, {"contents": CONTENTS, "tools": TOOLS, "toolConfig": forced})
     assert schema_errors(result, "gemini.GenerateContentResponse") == []

@@ -123,9 +123,7 @@ async def test_required_tool_call(oai: Client) -> None:
     args = json.loads(call.function.arguments)  # type: ignore[union-attr]
     assert isinstance(args["city"], str) and isinstance(args["days"], int)
     assert result.usage is not None
-    assert result.usage.completion_tokens == count_tokens("get_weather") + count_tokens(
-        call.function.arguments
-    )  # type: ignore[union-attr]
+    assert result.usage.completion_tokens == count_tokens("get_weather") + count_tokens(call.function.arguments)  # type: ignore[union-attr]
 
 
 async def test_auto_tool_choice_calls_only_when_mentioned_and_not_after_a_result(oai: Client) -> None:

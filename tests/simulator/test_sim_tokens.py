@@ -147,9 +147,7 @@ def test_prompt_count_never_exceeds_the_body_bytes(messages: list[Any], tools: l
         "contents": [
             {
                 "role": "user",
-                "parts": [
-                    {"text": m["content"]} if isinstance(m["content"], str) else {"inlineData": {"data": "x"}}
-                ],
+                "parts": [{"text": m["content"]} if isinstance(m["content"], str) else {"inlineData": {"data": "x"}}],
             }
             for m in messages
         ]

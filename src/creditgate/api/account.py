@@ -31,9 +31,7 @@ def account_routes(service: BillingService) -> list[Route]:
     async def transactions(request: Request) -> Response:
         principal = await service.authenticate(bearer_token(request), client_ip(request))
         limit = page_limit(request.query_params.get("limit"))
-        data, cursor = await service.transactions_page(
-            principal.account_id, limit, request.query_params.get("cursor")
-        )
+        data, cursor = await service.transactions_page(principal.account_id, limit, request.query_params.get("cursor"))
         return json_response({"data": data, "next_cursor": cursor})
 
     @handles_errors

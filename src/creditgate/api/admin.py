@@ -23,6 +23,7 @@ from creditgate.errors import BadRequest, NotFound, Unauthorized
 from creditgate.ledger.operations import page_limit
 from creditgate.ledger.service import BillingService
 from creditgate.money import AmountError, to_micros
+from creditgate.routing import Router
 
 
 def amount_of(value: Any, param: str) -> int:
@@ -85,7 +86,8 @@ def key_options(body: dict[str, Any]) -> KeyOptions:
     )
 
 
-def admin_routes(service: BillingService, settings: Settings) -> list[Route]:
+def admin_routes(service: BillingService, settings: Settings, router: Router | None = None) -> list[Route]:
+    """The /admin routes; `router` adds `GET /admin/deployments` (routing health)."""
     token = settings.admin_token
 
     def guarded(endpoint: Endpoint) -> Endpoint:
@@ -107,9 +109,7 @@ def admin_routes(service: BillingService, settings: Settings) -> list[Route]:
         name = body.get("name") or ""
         if not isinstance(name, str):
             raise BadRequest("name must be a string", param="name")
-        view = await service.create_account(
-            body.get("email"), name=name, trial=bool(body.get("trial", False))
-        )
+        view = await service.create_account(body.get("email"), name=name, trial=bool(body.get("trial", False)))
         return json_response(view, 201)
 
     async def get_account(request: Request) -> Response:
@@ -163,7 +163,13 @@ def admin_routes(service: BillingService, settings: Settings) -> list[Route]:
         data, cursor = await service.usage_page(path_id(request), limit, request.query_params.get("cursor"))
         return json_response({"data": data, "next_cursor": cursor})
 
+    async def deployments(request: Request) -> Response:
+        assert router is not None
+        return json_response({"data": router.snapshot()})
+
+    extra = [Route("/admin/deployments", guarded(deployments), methods=["GET"])] if router else []
     return [
+        *extra,
         Route("/admin/accounts", guarded(create_account), methods=["POST"]),
         Route("/admin/accounts/{id}", guarded(get_account), methods=["GET"]),
         Route("/admin/accounts/{id}", guarded(patch_account), methods=["PATCH"]),

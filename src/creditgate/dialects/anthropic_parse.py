@@ -216,9 +216,7 @@ def _document(block: JSON, where: str, flags: _Flags) -> JSON:
     elif isinstance(source, dict) and kind == "text" and isinstance(source.get("data"), str):
         part = {"type": "text", "text": source["data"]}
     else:
-        raise BadRequest(
-            f"{where}.source: only base64 and text documents are supported", param=f"{where}.source"
-        )
+        raise BadRequest(f"{where}.source: only base64 and text documents are supported", param=f"{where}.source")
     return _keep_cache_control(part, block, flags)
 
 
@@ -235,13 +233,9 @@ def _assistant_turn(blocks: list[JSON], where: str, flags: _Flags) -> JSON:
             if not isinstance(name, str) or not isinstance(call_id, str) or not isinstance(tool_input, dict):
                 raise BadRequest(f"{at}: tool_use blocks need id, name and an input object", param=at)
             arguments = orjson.dumps(tool_input).decode()
-            calls.append(
-                {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
-            )
+            calls.append({"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}})
         elif kind not in ("thinking", "redacted_thinking"):
-            raise BadRequest(
-                f"{at}.type: {kind!r} blocks are not supported in assistant turns", param=f"{at}.type"
-            )
+            raise BadRequest(f"{at}.type: {kind!r} blocks are not supported in assistant turns", param=f"{at}.type")
     message: JSON = {"role": "assistant", "content": _collapse(parts) if parts else None}
     if calls:
         message["tool_calls"] = calls

@@ -48,9 +48,7 @@ def decode_cursor(cursor: str | None) -> int | None:
             raise ValueError
         return int(value)
     except (ValueError, UnicodeDecodeError):
-        raise BadRequest(
-            "cursor is not one this API returned; pass next_cursor as given", param="cursor"
-        ) from None
+        raise BadRequest("cursor is not one this API returned; pass next_cursor as given", param="cursor") from None
 
 
 def page_limit(raw: str | int | None, default: int = 100) -> int:
@@ -139,9 +137,7 @@ class Operations:
         address = acc.normalize_email(email)
         async with self.db.reader.connect() as conn:
             row = (await conn.execute(select(accounts).where(accounts.c.email == address))).first()
-            ok = await asyncio.to_thread(
-                acc.verify_password, row.password_hash if row else None, str(password)
-            )
+            ok = await asyncio.to_thread(acc.verify_password, row.password_hash if row else None, str(password))
             if row is None or not ok:
                 raise Unauthorized("wrong email or password", code="invalid_credentials")
             keys = await acc.keys_of(conn, int(row.id))
@@ -259,8 +255,7 @@ class Operations:
     def _same_credit(self, earlier: CreditResult, account_id: int, amount: int, kind: str) -> CreditResult:
         if (earlier.account_id, earlier.amount, earlier.kind) != (account_id, amount, kind):
             raise Conflict(
-                "this idempotency_key was already used for a different credit; "
-                "use a new key for a new credit",
+                "this idempotency_key was already used for a different credit; use a new key for a new credit",
                 param="idempotency_key",
             )
         return earlier

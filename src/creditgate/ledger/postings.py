@@ -38,9 +38,7 @@ async def system_accounts(conn: AsyncConnection) -> dict[str, int]:
     found = {str(code): int(id_) for code, id_ in rows}
     missing = set(SYSTEM_ACCOUNTS) - set(found)
     if missing:
-        raise RuntimeError(
-            f"system ledger accounts missing: {', '.join(sorted(missing))}; run the migrations"
-        )
+        raise RuntimeError(f"system ledger accounts missing: {', '.join(sorted(missing))}; run the migrations")
     return found
 
 
@@ -86,9 +84,7 @@ async def open_lot(
 ) -> int:
     result = await conn.execute(
         insert(ledger_accounts)
-        .values(
-            kind="lot", owner_id=owner_id, lot_kind=kind, amount=amount, expires_at=expires_at, created_at=at
-        )
+        .values(kind="lot", owner_id=owner_id, lot_kind=kind, amount=amount, expires_at=expires_at, created_at=at)
         .returning(ledger_accounts.c.id)
     )
     return int(result.scalar_one())
@@ -157,9 +153,7 @@ async def add_credits(
     )
     if kind == "topup":
         await conn.execute(
-            update(accounts)
-            .where(accounts.c.id == account_id)
-            .values(topped_up=accounts.c.topped_up + amount)
+            update(accounts).where(accounts.c.id == account_id).values(topped_up=accounts.c.topped_up + amount)
         )
     return CreditResult(txn_id, lot_id, account_id, kind, amount, expires_at, False)
 
@@ -206,9 +200,7 @@ class Expired:
     amount: int
 
 
-async def expire_lot(
-    conn: AsyncConnection, system: dict[str, int], lot_id: int, at: datetime
-) -> Expired | None:
+async def expire_lot(conn: AsyncConnection, system: dict[str, int], lot_id: int, at: datetime) -> Expired | None:
     """Close one lot: post what is left of it to `expired` and mark it. Idempotent."""
     row = (
         await conn.execute(

@@ -102,9 +102,7 @@ class BillingService(Operations):
         self.writer.start()
         loop = asyncio.get_running_loop()
         self._tasks = [
-            loop.create_task(
-                self._every(self.poll_interval, self.poll_changes), name="creditgate-cache-events"
-            ),
+            loop.create_task(self._every(self.poll_interval, self.poll_changes), name="creditgate-cache-events"),
             loop.create_task(self._every(self.sweep_interval, self.sweep_expired), name="creditgate-expiry"),
         ]
 
@@ -206,9 +204,7 @@ class BillingService(Operations):
         record = await self._key(acc.hash_key(raw_key))
         now = self.now()
         if record is None or record.revoked:
-            raise Unauthorized(
-                "unknown or revoked API key; create a new one in the dashboard or ask the operator"
-            )
+            raise Unauthorized("unknown or revoked API key; create a new one in the dashboard or ask the operator")
         if record.expires_at is not None and record.expires_at <= now:
             raise Unauthorized(f"this API key expired at {record.expires_at.isoformat()}; create a new one")
         if not acc.ip_allowed(record.networks, client_ip):
@@ -275,9 +271,7 @@ class BillingService(Operations):
 
     # --- Billing: reserve -----------------------------------------------------------------
 
-    async def reserve(
-        self, principal: Principal, model: CatalogModel, hold: int, request_id: str
-    ) -> Reservation:
+    async def reserve(self, principal: Principal, model: CatalogModel, hold: int, request_id: str) -> Reservation:
         if principal.kind == "account":
             await self.account_state(principal.account_id)  # refusal() reads the cached state
         reason = self.refusal(principal, model)
@@ -337,9 +331,7 @@ class BillingService(Operations):
         if broken == "funds":
             balance = state.balance(now)
             available = balance - held
-            floor = (
-                f" and keep a minimum of {format_amount(self.min_balance)} {code}" if self.min_balance else ""
-            )
+            floor = f" and keep a minimum of {format_amount(self.min_balance)} {code}" if self.min_balance else ""
             return PaymentRequired(
                 f"not enough credits: balance {format_amount(balance)} {code}, "
                 f"{format_amount(held)} {code} held by requests in flight, so "
@@ -403,17 +395,13 @@ class BillingService(Operations):
             latency_ms=outcome.latency_ms,
             status=outcome.status,
             estimated=outcome.estimated,
-            raw_usage=orjson.dumps(usage.raw).decode()
-            if usage is not None and usage.raw is not None
-            else None,
+            raw_usage=orjson.dumps(usage.raw).decode() if usage is not None and usage.raw is not None else None,
             error=outcome.error,
             client_ip=reservation.principal.client_ip,
             at=self.now(),
         )
         if sponsor == "demo" and not billable:
-            await self.demo_quota.give_back(
-                reservation.principal.client_ip, self.billing_day(reservation.started_at)
-            )
+            await self.demo_quota.give_back(reservation.principal.client_ip, self.billing_day(reservation.started_at))
         if self.writer is None:
             raise RuntimeError("billing is not started")
         settled = await self.writer.submit(settlement)
@@ -488,19 +476,7 @@ async def ensure_demo_account(service: BillingService, *, credits: int) -> str:
     async with service.db.reader.connect() as conn:
         row = (await conn.execute(select(accounts.c.id).where(accounts.c.email == email))).first()
     if row is None:
-        try:
-            account = await service.create_account(email, name="Demo", trial=True)
-            account_id = int(account["id"])
-            if credits > 0:
-                await service.add_credits(
-                    account_id,
-                    credits,
-                    "grant",
-                    idempotency_key="demo-account-credits",
-                    description="demo credits",
-                )
-        except Exception:
-            raise
+        account_id = int((await service.create_account(email, name="Demo", trial=False))["id"])
     else:
         account_id = int(row[0])
     if credits > 0:  # granted once: later starts replay the same idempotency key

@@ -59,9 +59,7 @@ class Settled:
     replayed: bool  # this request was settled before; nothing was charged now
 
 
-async def apply_settlement(
-    conn: AsyncConnection, system: dict[str, int], s: Settlement, *, lock: bool
-) -> Settled:
+async def apply_settlement(conn: AsyncConnection, system: dict[str, int], s: Settlement, *, lock: bool) -> Settled:
     earlier = (await conn.execute(select(usage.c.cost).where(usage.c.request_id == s.request_id))).first()
     if earlier is not None:
         return Settled(int(earlier.cost), [], False, True)

@@ -128,9 +128,7 @@ def _convert_messages(messages: list[Any]) -> tuple[list[JSON], list[JSON]]:
             blocks = [_tool_result(message, where)]
             turn_role = "user"
         else:
-            raise BadRequest(
-                f"{where}.role {role!r} is not supported by this provider", param=f"{where}.role"
-            )
+            raise BadRequest(f"{where}.role {role!r} is not supported by this provider", param=f"{where}.role")
         if not blocks:
             continue
         if turns and turns[-1]["role"] == turn_role:
@@ -216,9 +214,7 @@ def _assistant_blocks(message: JSON, where: str) -> list[JSON]:
         for k, call in enumerate(calls):
             fn = call.get("function") if isinstance(call, dict) else None
             if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
-                raise BadRequest(
-                    f"{where}.tool_calls[{k}].function.name is required", param=f"{where}.tool_calls"
-                )
+                raise BadRequest(f"{where}.tool_calls[{k}].function.name is required", param=f"{where}.tool_calls")
             blocks.append(
                 {
                     "type": "tool_use",

@@ -91,9 +91,7 @@ def message_to_completion(message: JSON, fallback_model: str) -> JSON:
                 texts.append(dumps(block.get("input") or {}))
             else:
                 calls.append(
-                    tool_call(
-                        str(block.get("id", "")), str(block.get("name", "")), dumps(block.get("input") or {})
-                    )
+                    tool_call(str(block.get("id", "")), str(block.get("name", "")), dumps(block.get("input") or {}))
                 )
     stop_reason = message.get("stop_reason")
     the_choice = choice(

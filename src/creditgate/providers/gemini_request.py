@@ -77,9 +77,7 @@ def _convert_messages(messages: list[Any]) -> tuple[list[JSON], list[JSON]]:
         elif role == "tool":
             parts, turn_role = [_function_response(message, names, where)], "user"
         else:
-            raise BadRequest(
-                f"{where}.role {role!r} is not supported by this provider", param=f"{where}.role"
-            )
+            raise BadRequest(f"{where}.role {role!r} is not supported by this provider", param=f"{where}.role")
         if not parts:
             continue
         if contents and contents[-1]["role"] == turn_role:
@@ -144,9 +142,7 @@ def _model_parts(message: JSON, where: str) -> list[JSON]:
     for k, call in enumerate(message.get("tool_calls") or []):
         fn = call.get("function") if isinstance(call, dict) else None
         if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
-            raise BadRequest(
-                f"{where}.tool_calls[{k}].function.name is required", param=f"{where}.tool_calls"
-            )
+            raise BadRequest(f"{where}.tool_calls[{k}].function.name is required", param=f"{where}.tool_calls")
         ref = decode_call_id(str(call.get("id") or ""))
         function_call: JSON = {"name": fn["name"], "args": parse_arguments(fn.get("arguments"))}
         if ref.upstream_id:

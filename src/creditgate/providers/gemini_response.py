@@ -143,9 +143,7 @@ def response_to_completion(response: JSON, fallback_model: str) -> JSON:
             parts.calls,
             "".join(parts.thoughts) or None,
         )
-        choices.append(
-            choice(index, message, finish_reason(candidate.get("finishReason"), bool(parts.calls)))
-        )
+        choices.append(choice(index, message, finish_reason(candidate.get("finishReason"), bool(parts.calls))))
     if not choices:
         # No candidates: the prompt was blocked (promptFeedback.blockReason) or nothing came.
         choices.append(choice(0, assistant_message("", []), "content_filter"))

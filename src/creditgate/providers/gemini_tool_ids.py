@@ -34,9 +34,7 @@ class GeminiCallRef:
     thought_signature: str | None = None
 
 
-def encode_call_id(
-    salt: str, name: str, arguments: str, upstream_id: str | None, thought_signature: str | None
-) -> str:
+def encode_call_id(salt: str, name: str, arguments: str, upstream_id: str | None, thought_signature: str | None) -> str:
     digest = hashlib.sha256(f"{salt}\0{name}\0{arguments}".encode()).hexdigest()[:_HASH_LEN]
     extra: dict[str, str] = {}
     if upstream_id:

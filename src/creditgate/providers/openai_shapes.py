@@ -26,9 +26,7 @@ def content_text(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return "".join(
-            p.get("text", "") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)
-        )
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
     return ""
 
 
@@ -40,9 +38,7 @@ def content_parts(content: Any, where: str) -> list[JSON]:
         return [{"type": "text", "text": content}]
     if isinstance(content, list) and all(isinstance(p, dict) for p in content):
         return content
-    raise BadRequest(
-        f"{where}.content must be a string or an array of content parts", param=f"{where}.content"
-    )
+    raise BadRequest(f"{where}.content must be a string or an array of content parts", param=f"{where}.content")
 
 
 def parse_data_url(url: str, where: str) -> tuple[str, str]:

@@ -158,9 +158,7 @@ class DeploymentHealth:
         if probe:
             self.probing = False
 
-    def succeed(
-        self, probe: bool, *, latency_ms: float, ttft_ms: float | None, output_tokens: int | None
-    ) -> None:
+    def succeed(self, probe: bool, *, latency_ms: float, ttft_ms: float | None, output_tokens: int | None) -> None:
         self._finish(probe)
         self.consecutive = 0
         alpha = self.rules.ewma_alpha

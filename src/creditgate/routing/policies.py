@@ -92,8 +92,7 @@ class AutoSettings(BaseModel):
             return cls.model_validate(dict(raw or {}))
         except ValidationError as exc:
             problems = "; ".join(
-                f"auto.{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}"
-                for e in exc.errors()
+                f"auto.{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}" for e in exc.errors()
             )
             raise ConfigError(f"invalid auto-routing settings: {problems}") from None
 
@@ -152,10 +151,7 @@ def estimate_prompt_tokens(request: ChatRequest, settings: AutoSettings) -> int:
     """About how many tokens the prompt is: body bytes (less inline image data) divided by
     `bytes_per_token`, plus `image_tokens` per image. An estimate to choose models by, not a
     bill: it only has to tell a 2K prompt from a 200K one."""
-    if request.body_bytes > 0:
-        size = request.body_bytes
-    else:
-        size = sum(len(t.encode()) for t in _texts(request.body))
+    size = request.body_bytes or sum(len(t.encode()) for t in _texts(request.body))
     images = 0
     if request.has_images:
         images, url_bytes = _image_url_bytes(request.body)

@@ -173,7 +173,11 @@ class Router:
                     label = policy
                     log.debug(
                         "request %s: %s applied %s (%s): %s",
-                        request_id, model_id, policy, reason, ", ".join(m.id for m in found),
+                        request_id,
+                        model_id,
+                        policy,
+                        reason,
+                        ", ".join(m.id for m in found),
                         extra={"request_id": request_id},
                     )
             else:
@@ -198,10 +202,7 @@ class Router:
             policy, reason = choose_policy(request, tokens, s)
         else:
             policy, reason = cast(Policy, name), "requested"
-        fits = [
-            m for m in self.catalog
-            if (m.vision or not request.has_images) and m.context_window >= tokens
-        ]
+        fits = [m for m in self.catalog if (m.vision or not request.has_images) and m.context_window >= tokens]
         ranked = order(policy, fits, s, self._expected_ms)
         if not ranked:
             raise NoDeployment(self._nothing_fits(name, policy, request, tokens), param="model")
@@ -227,9 +228,7 @@ class Router:
             why.append("no model accepts images")
         largest = max((m.context_window for m in models if m.vision or not request.has_images), default=0)
         if tokens > largest:
-            why.append(
-                f"the prompt (about {tokens} tokens) is longer than any model's context window ({largest})"
-            )
+            why.append(f"the prompt (about {tokens} tokens) is longer than any model's context window ({largest})")
         if policy == "auto-free" and not why:
             limit = format_amount(self.settings.free_max_micros)
             why.append(f"no model that fits is free (blended price at most {limit} per 1M tokens)")
@@ -237,9 +236,7 @@ class Router:
 
     def _expected_ms(self, model: CatalogModel) -> float | None:
         typical = self.settings.fast_typical_output_tokens
-        measured = [
-            ms for d in model.deployments if (ms := self._health[d.key].expected_ms(typical)) is not None
-        ]
+        measured = [ms for d in model.deployments if (ms := self._health[d.key].expected_ms(typical)) is not None]
         return min(measured) if measured else None
 
     # --- choosing deployments ------------------------------------------------------------
@@ -282,8 +279,12 @@ class Router:
         no await in between, so a half-open deployment admits exactly one probe."""
         probe = self._health[deployment.key].start(self.clock())
         if probe:
-            log.info("request %s: probing %s after its cooldown", request_id, deployment.key,
-                     extra={"request_id": request_id})
+            log.info(
+                "request %s: probing %s after its cooldown",
+                request_id,
+                deployment.key,
+                extra={"request_id": request_id},
+            )
         return Attempt(deployment, model, request_id, probe)
 
     def succeeded(
@@ -313,12 +314,23 @@ class Router:
         self._health[key].fail(attempt.probe, error, self.clock())
         reason = failure_reason(error)
         if mid_stream or not self.should_fail_over(error):
-            log.info("request %s: %s failed (%s)%s", attempt.request_id, key, reason,
-                     " mid-stream" if mid_stream else "", extra={"request_id": attempt.request_id})
+            log.info(
+                "request %s: %s failed (%s)%s",
+                attempt.request_id,
+                key,
+                reason,
+                " mid-stream" if mid_stream else "",
+                extra={"request_id": attempt.request_id},
+            )
             return
         self.metrics.failovers.labels(deployment=key, reason=reason).inc()
-        log.warning("request %s: %s failed (%s); failing over", attempt.request_id, key, reason,
-                    extra={"request_id": attempt.request_id})
+        log.warning(
+            "request %s: %s failed (%s); failing over",
+            attempt.request_id,
+            key,
+            reason,
+            extra={"request_id": attempt.request_id},
+        )
 
     def cancelled(self, attempt: Attempt) -> None:
         """The call ended with no verdict on the upstream (the client went away, the task was
@@ -360,9 +372,7 @@ class Router:
         """Every deployment that could serve `models` (all deployments when None) is cooling
         down; Retry-After says when the first is due back."""
         now = self.clock()
-        keys = (
-            {d.key for m in models for d in m.deployments} if models is not None else set(self._health)
-        )
+        keys = {d.key for m in models for d in m.deployments} if models is not None else set(self._health)
         due = min((self._health[k].available_at(now) for k in keys), default=now)
         wait = max(1, math.ceil(due - now))
         names = ", ".join(m.id for m in models) if models else "the requested model"
@@ -389,15 +399,17 @@ class Router:
         out: list[dict[str, Any]] = []
         for key, health in self._health.items():
             d = self._deployments[key]
-            out.append({
-                "key": key,
-                "models": list(self._served_by[key]),
-                "provider": d.provider.id,
-                "upstream_model": d.upstream_model,
-                "priority": d.priority,
-                "weight": d.weight,
-                **health.snapshot(now, self._iso),
-            })
+            out.append(
+                {
+                    "key": key,
+                    "models": list(self._served_by[key]),
+                    "provider": d.provider.id,
+                    "upstream_model": d.upstream_model,
+                    "priority": d.priority,
+                    "weight": d.weight,
+                    **health.snapshot(now, self._iso),
+                }
+            )
         return out
 
     def virtual_models(self) -> list[dict[str, Any]]:

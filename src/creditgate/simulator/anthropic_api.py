@@ -43,16 +43,12 @@ def _user_text(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return " ".join(
-            str(b.get("text") or "") for b in content if isinstance(b, dict) and b.get("type") == "text"
-        )
+        return " ".join(str(b.get("text") or "") for b in content if isinstance(b, dict) and b.get("type") == "text")
     return ""
 
 
 def _is_tool_result_turn(content: Any) -> bool:
-    return isinstance(content, list) and any(
-        isinstance(b, dict) and b.get("type") == "tool_result" for b in content
-    )
+    return isinstance(content, list) and any(isinstance(b, dict) and b.get("type") == "tool_result" for b in content)
 
 
 def _tools(body: dict[str, Any]) -> list[tuple[str, Any]]:
@@ -100,11 +96,7 @@ def plan(call: Call) -> Choice:
     mode, forced = _tool_choice(body)
     users = [m for m in messages if m["role"] == "user"]
     seed = _user_text(users[-1]["content"]) if users else ""
-    user_turn = (
-        bool(messages)
-        and messages[-1]["role"] == "user"
-        and not _is_tool_result_turn(messages[-1]["content"])
-    )
+    user_turn = bool(messages) and messages[-1]["role"] == "user" and not _is_tool_result_turn(messages[-1]["content"])
     picked = pick_tool(tools, mode, forced=forced, user_text=seed, user_turn=user_turn)
     tool = make_tool_call(picked[0], picked[1], seed) if picked else None
     return plan_choice(
@@ -170,9 +162,7 @@ async def messages(call: Call) -> web.StreamResponse:
     headers = id_headers(Protocol.ANTHROPIC)
     if stream:
         events = list(_stream_events(message, choice, report_usage=behaviour.usage))
-        error = error_object(
-            Protocol.ANTHROPIC, 529, "Overloaded (simulated error in the middle of the stream)."
-        )
+        error = error_object(Protocol.ANTHROPIC, 529, "Overloaded (simulated error in the middle of the stream).")
         return await send_stream(call.request, behaviour, events, _event("error", error), headers)
     await wait_first_byte(behaviour)
     return json_response(orjson.dumps(message), headers=headers)

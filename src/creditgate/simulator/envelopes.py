@@ -71,9 +71,7 @@ def request_id() -> str:
 def error_object(protocol: Protocol, status: int, message: str, param: str | None = None) -> dict[str, Any]:
     """The error body as a dict (also used for in-stream error events)."""
     if protocol is Protocol.OPENAI:
-        kind, code = _OPENAI_TYPES.get(
-            status, ("server_error" if status >= 500 else "invalid_request_error", None)
-        )
+        kind, code = _OPENAI_TYPES.get(status, ("server_error" if status >= 500 else "invalid_request_error", None))
         return {"error": {"message": message, "type": kind, "param": param, "code": code}}
     if protocol is Protocol.ANTHROPIC:
         kind = _ANTHROPIC_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")

@@ -44,8 +44,7 @@ def _tools(body: dict[str, Any]) -> list[tuple[str, Any]]:
             if not isinstance(decl, dict) or not isinstance(decl.get("name"), str):
                 raise SimError(
                     400,
-                    "* GenerateContentRequest.tools[0].function_declarations[0].name: "
-                    "name must not be empty.",
+                    "* GenerateContentRequest.tools[0].function_declarations[0].name: name must not be empty.",
                 )
             params = _get(decl, "parameters", "parameters") or _get(
                 decl, "parametersJsonSchema", "parameters_json_schema"
@@ -81,9 +80,7 @@ def _positive_int(config: Any, camel: str, snake: str) -> int | None:
     if value is None:
         return None
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise SimError(
-            400, f"* GenerateContentRequest.generation_config.{snake}: must be a positive integer."
-        )
+        raise SimError(400, f"* GenerateContentRequest.generation_config.{snake}: must be a positive integer.")
     return value
 
 
@@ -95,21 +92,15 @@ def plan(call: Call) -> tuple[list[Choice], int]:
     for i, content in enumerate(contents):
         parts = _get(content, "parts", "parts")
         if not isinstance(parts, list) or not parts:
-            raise SimError(
-                400, f"* GenerateContentRequest.contents[{i}].parts: contents.parts must not be empty."
-            )
+            raise SimError(400, f"* GenerateContentRequest.contents[{i}].parts: contents.parts must not be empty.")
         if content.get("role", "user") not in ("user", "model"):
-            raise SimError(
-                400, f"* GenerateContentRequest.contents[{i}].role: Please use a valid role: user, model."
-            )
+            raise SimError(400, f"* GenerateContentRequest.contents[{i}].role: Please use a valid role: user, model.")
     config = _get(body, "generationConfig", "generation_config") or {}
     cap = _positive_int(config, "maxOutputTokens", "max_output_tokens")
     count = _positive_int(config, "candidateCount", "candidate_count") or 1
     stops = _get(config, "stopSequences", "stop_sequences") or []
     if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
-        raise SimError(
-            400, "* GenerateContentRequest.generation_config.stop_sequences: expected a list of strings."
-        )
+        raise SimError(400, "* GenerateContentRequest.generation_config.stop_sequences: expected a list of strings.")
     text_mode, schema = _text_mode(config)
     tools = _tools(body)
     mode, forced = _tool_choice(body, tools)
@@ -117,8 +108,7 @@ def plan(call: Call) -> tuple[list[Choice], int]:
     seed = _text(users[-1]["parts"]) if users else ""
     last = contents[-1]
     user_turn = last.get("role", "user") == "user" and not any(
-        isinstance(p, dict) and _get(p, "functionResponse", "function_response") is not None
-        for p in last["parts"]
+        isinstance(p, dict) and _get(p, "functionResponse", "function_response") is not None for p in last["parts"]
     )
     picked = pick_tool(tools, mode, forced=forced, user_text=seed, user_turn=user_turn)
     choices = []

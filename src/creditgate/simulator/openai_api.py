@@ -40,9 +40,7 @@ def _text_of(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return " ".join(
-            str(p.get("text") or "") for p in content if isinstance(p, dict) and p.get("type") == "text"
-        )
+        return " ".join(str(p.get("text") or "") for p in content if isinstance(p, dict) and p.get("type") == "text")
     return ""
 
 
@@ -56,9 +54,7 @@ def _tools(body: dict[str, Any]) -> list[tuple[str, Any]]:
     for i, tool in enumerate(tools):
         fn = tool.get("function") if isinstance(tool, dict) else None
         if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
-            raise SimError(
-                400, f"Missing required parameter: 'tools[{i}].function.name'.", param=f"tools[{i}]"
-            )
+            raise SimError(400, f"Missing required parameter: 'tools[{i}].function.name'.", param=f"tools[{i}]")
         out.append((fn["name"], fn.get("parameters")))
     return out
 
@@ -104,14 +100,10 @@ def plan(call: Call) -> tuple[list[Choice], int]:
     require(body, "model", str, "a string")
     messages = require(body, "messages", list, "an array of messages")
     if not messages:
-        raise SimError(
-            400, "Invalid 'messages': empty array. Expected at least one message.", param="messages"
-        )
+        raise SimError(400, "Invalid 'messages': empty array. Expected at least one message.", param="messages")
     for i, msg in enumerate(messages):
         if not isinstance(msg, dict) or "role" not in msg:
-            raise SimError(
-                400, f"Missing required parameter: 'messages[{i}].role'.", param=f"messages[{i}].role"
-            )
+            raise SimError(400, f"Missing required parameter: 'messages[{i}].role'.", param=f"messages[{i}].role")
     n = optional_int(body, "n", minimum=1) or 1
     if n > 128:
         raise SimError(400, "Invalid 'n': must be at most 128.", param="n")
@@ -124,9 +116,7 @@ def plan(call: Call) -> tuple[list[Choice], int]:
     text_mode, schema = _text_mode(body)
     users = [m for m in messages if m.get("role") == "user"]
     seed = _text_of(users[-1].get("content")) if users else ""
-    picked = pick_tool(
-        tools, mode, forced=forced, user_text=seed, user_turn=messages[-1].get("role") == "user"
-    )
+    picked = pick_tool(tools, mode, forced=forced, user_text=seed, user_turn=messages[-1].get("role") == "user")
     choices = []
     for index in range(n):
         tool = make_tool_call(picked[0], picked[1], seed, index) if picked else None
@@ -201,9 +191,7 @@ async def chat_completions(call: Call) -> web.StreamResponse:
             )
         )
         error = error_object(Protocol.OPENAI, 500, "Simulated upstream error in the middle of the stream.")
-        return await send_stream(
-            call.request, behaviour, events, b"data: " + orjson.dumps(error) + b"\n\n", headers
-        )
+        return await send_stream(call.request, behaviour, events, b"data: " + orjson.dumps(error) + b"\n\n", headers)
     result = {
         "id": ident,
         "object": "chat.completion",

@@ -104,9 +104,7 @@ def create_app() -> web.Application:
     routes.add_get("/x/{spec}/x/requests", recent_requests)
     routes.add_delete("/x/{spec}/x/requests", clear_requests)
     for base in ("", "/x/{spec}"):
-        routes.add_post(
-            base + "/v1/chat/completions", endpoint(openai, openai_auth, openai_api.chat_completions)
-        )
+        routes.add_post(base + "/v1/chat/completions", endpoint(openai, openai_auth, openai_api.chat_completions))
         routes.add_get(
             base + "/v1/models", endpoint(_models_protocol, _any_auth, openai_api.list_models, has_body=False)
         )
@@ -120,12 +118,8 @@ def create_app() -> web.Application:
             endpoint(anthropic, anthropic_auth, anthropic_api.count_tokens),
         )
         for version in ("/v1beta", "/v1"):
-            routes.add_post(
-                base + version + "/models/{target}", endpoint(gemini, gemini_auth, gemini_api.model_action)
-            )
-        routes.add_get(
-            base + "/v1beta/models", endpoint(gemini, gemini_auth, gemini_api.list_models, has_body=False)
-        )
+            routes.add_post(base + version + "/models/{target}", endpoint(gemini, gemini_auth, gemini_api.model_action))
+        routes.add_get(base + "/v1beta/models", endpoint(gemini, gemini_auth, gemini_api.list_models, has_body=False))
     return app
 
 
@@ -167,8 +161,7 @@ def serve(host: str, port: int) -> None:
     async def main() -> None:
         handle = await start(host, port)
         print(
-            f"creditgate upstream SIMULATOR listening on {handle.url} "
-            "(replies are simulated, not from a real model)",
+            f"creditgate upstream SIMULATOR listening on {handle.url} (replies are simulated, not from a real model)",
             flush=True,
         )
         try:

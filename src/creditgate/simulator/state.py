@@ -54,9 +54,7 @@ class SimState:
     attempts: dict[str, int] = field(default_factory=dict)
     cached_prefixes: set[bytes] = field(default_factory=set)
 
-    def record(
-        self, method: str, path: str, query: Mapping[str, str], headers: Mapping[str, str], body: bytes
-    ) -> None:
+    def record(self, method: str, path: str, query: Mapping[str, str], headers: Mapping[str, str], body: bytes) -> None:
         self.requests.append(_Recorded(method, path, query, headers, body))
 
     def recent(self, n: int) -> list[dict[str, Any]]:

@@ -133,9 +133,7 @@ def openai_prompt_tokens(body: Mapping[str, Any]) -> int:
         for call in msg.get("tool_calls") or ():
             fn = call.get("function") if isinstance(call, Mapping) else None
             if isinstance(fn, Mapping):
-                total += count_tokens(str(fn.get("name") or "")) + count_tokens(
-                    str(fn.get("arguments") or "")
-                )
+                total += count_tokens(str(fn.get("name") or "")) + count_tokens(str(fn.get("arguments") or ""))
     return total + value_tokens(body.get("tools") or [])
 
 

@@ -33,9 +33,7 @@ def async_url(url: str) -> str:
         return str(parsed.set(drivername="sqlite+aiosqlite"))
     if backend in ("postgresql", "postgres"):
         return parsed.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
-    raise ValueError(
-        f"unsupported database URL {parsed.render_as_string()!r}: use sqlite:/// or postgresql://"
-    )
+    raise ValueError(f"unsupported database URL {parsed.render_as_string()!r}: use sqlite:/// or postgresql://")
 
 
 def is_sqlite(url: str) -> bool:

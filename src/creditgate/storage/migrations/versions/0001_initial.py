@@ -138,9 +138,7 @@ def upgrade() -> None:
     op.execute(
         ledger.insert().from_select(
             ["kind", "code", "created_at"],
-            sa.union_all(
-                *[sa.select(sa.literal("system"), sa.literal(code), now) for code in SYSTEM_ACCOUNTS]
-            ),
+            sa.union_all(*[sa.select(sa.literal("system"), sa.literal(code), now) for code in SYSTEM_ACCOUNTS]),
         )
     )
     _append_only(("transfers", "transactions"))
@@ -175,9 +173,7 @@ def _balances_follow_transfers() -> None:
     debit = "UPDATE ledger_accounts SET balance = balance - NEW.amount WHERE id = NEW.debit_id"
     credit = "UPDATE ledger_accounts SET balance = balance + NEW.amount WHERE id = NEW.credit_id"
     if op.get_bind().dialect.name == "sqlite":
-        op.execute(
-            f"CREATE TRIGGER transfers_balances AFTER INSERT ON transfers BEGIN {debit}; {credit}; END"
-        )
+        op.execute(f"CREATE TRIGGER transfers_balances AFTER INSERT ON transfers BEGIN {debit}; {credit}; END")
         return
     op.execute(
         "CREATE FUNCTION creditgate_transfer_balances() RETURNS trigger LANGUAGE plpgsql AS $$ "

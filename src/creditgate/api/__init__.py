@@ -1,0 +1,1 @@
+"""HTTP routes: the chat endpoints (plain ASGI) and everything else (Starlette)."""

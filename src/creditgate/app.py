@@ -1,0 +1,204 @@
+"""`create_app(settings)`: builds every service in the lifespan (no import-time globals) and
+wires the routes. The app is a Starlette router behind one small ASGI middleware that gives
+every response an `x-request-id` and turns any escaped exception into an error envelope."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from creditgate.api.chat import ChatEndpoint
+from creditgate.api.docs import docs_routes
+from creditgate.api.public import public_routes
+from creditgate.billing import Billing
+from creditgate.catalog import Catalog
+from creditgate.config import Settings
+from creditgate.dialects.anthropic import AnthropicDialect
+from creditgate.dialects.openai import OpenAIDialect
+from creditgate.metrics import Metrics
+from creditgate.pipeline import Pipeline
+from creditgate.providers.registry import build_providers
+from creditgate.routing import Router
+from creditgate.upstream import UpstreamPool
+
+log = logging.getLogger("creditgate")
+
+BillingFactory = Callable[[Settings, Catalog], Awaitable[Any]]
+
+
+class RequestIdMiddleware:
+    """Gives each request an id (`x-request-id` on every response, `scope["state"]`), and
+    answers 500 in the OpenAI envelope if anything escapes a route before it responded."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = "req_" + secrets.token_hex(12)
+        scope.setdefault("state", {})["request_id"] = request_id
+        rid = request_id.encode()
+        started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                message["headers"] = [*message.get("headers", ()), (b"x-request-id", rid)]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            log.exception("unhandled error in %s %s (%s)", scope.get("method"), scope.get("path"), request_id)
+            if started:
+                raise
+            body = orjson.dumps(
+                {
+                    "error": {
+                        "message": f"internal error; quote request id {request_id} when reporting it",
+                        "type": "server_error",
+                        "param": None,
+                        "code": "internal_error",
+                    }
+                }
+            )
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 500,
+                    "headers": [(b"content-type", b"application/json"), (b"x-request-id", rid)],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        message = f"no route for {request.method} {request.url.path}; see /docs for the API"
+        kind, code = "not_found_error", "not_found"
+    elif exc.status_code == 405:
+        message = f"{request.method} is not allowed on {request.url.path}"
+        kind, code = "invalid_request_error", "method_not_allowed"
+    else:
+        message, kind, code = str(exc.detail), "invalid_request_error", None
+    body = {"error": {"message": message, "type": kind, "param": None, "code": code}}
+    return Response(orjson.dumps(body), exc.status_code, media_type="application/json", headers=dict(exc.headers or {}))
+
+
+@dataclass
+class Services:
+    settings: Settings
+    catalog: Catalog
+    router: Router
+    pool: UpstreamPool
+    billing: Billing
+    pipeline: Pipeline
+    billing_service: Any  # the concrete service (admin operations, close)
+
+
+async def default_billing(settings: Settings, catalog: Catalog) -> Any:
+    from creditgate.ledger.service import open_billing
+
+    return await open_billing(settings, catalog)
+
+
+def create_app(settings: Settings, *, billing_factory: BillingFactory = default_billing) -> Starlette:
+    catalog = Catalog(settings.file)
+    metrics = Metrics()
+    router = Router(catalog, settings.file.server, settings.file.auto, metrics=metrics)
+    routes: list[BaseRoute] = []
+    state: dict[str, Services] = {}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        pool = UpstreamPool()
+        service = await billing_factory(settings, catalog)
+        pipeline = Pipeline(
+            catalog=catalog,
+            billing=service,
+            billing_config=settings.file.billing,
+            router=router,
+            pool=pool,
+            providers=build_providers(),
+            metrics=metrics,
+        )
+        services = Services(settings, catalog, router, pool, service, pipeline, service)
+        state["services"] = services
+        app.state.services = services
+        _mount_late_routes(app, services)
+        try:
+            yield
+        finally:
+            await pipeline.drain()
+            await pool.close()
+            await service.close()
+
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _http_error})
+    app.state.catalog = catalog
+    app.state.router = router
+    for r in public_routes(catalog, router, settings.file.currency, _ready_checks(state, settings)):
+        app.router.routes.append(r)
+    for r in docs_routes():
+        app.router.routes.append(r)
+    app.router.routes.append(Route("/metrics", _metrics_endpoint(metrics), methods=["GET"]))
+    app.add_middleware(RequestIdMiddleware)
+    return app
+
+
+def _ready_checks(state: dict[str, Services], settings: Settings) -> dict[str, Callable[[], Awaitable[None]] | None]:
+    async def db() -> None:
+        await state["services"].billing_service.ping()
+
+    return {"db": db, "redis": None}
+
+
+def _mount_late_routes(app: Starlette, s: Services) -> None:
+    """Routes that need the services built in the lifespan."""
+    limit = s.settings.file.server.max_body_bytes
+    chat = ChatEndpoint(s.pipeline, OpenAIDialect(), max_body_bytes=limit)
+    messages = ChatEndpoint(s.pipeline, AnthropicDialect(), max_body_bytes=limit, anthropic_auth=True)
+    late: list[BaseRoute] = [
+        Route("/v1/chat/completions", chat, methods=["POST"]),
+        Route("/v1/messages", messages, methods=["POST"]),
+    ]
+    late += _billing_routes(s)
+    app.router.routes[:0] = late
+
+
+def _billing_routes(s: Services) -> list[BaseRoute]:
+    from creditgate.api.account import account_routes
+    from creditgate.api.admin import admin_routes
+
+    return [*account_routes(s.billing_service), *admin_routes(s.billing_service, s.settings, s.router)]
+
+
+def _metrics_endpoint(metrics: Metrics) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        body, content_type = metrics.render()
+        return Response(body, headers={"content-type": content_type})
+
+    return endpoint
+
+
+def app_from_env() -> Starlette:
+    """For `uvicorn --factory` with several workers: the config path comes from
+    CREDITGATE_CONFIG."""
+    from creditgate.config import load_settings
+
+    return create_app(load_settings())
