@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -179,18 +179,50 @@ class Gateway:
         return dict(r.json())
 
 
+def launch_gateway(
+    simulator: str, work: Path, config: str = CONFIG, *, database_url: str | None = None, **env: str
+) -> Gateway:
+    """Start a gateway process on `config` (a template with `{sim}` for the simulator URL),
+    on SQLite in `work` unless `database_url` says otherwise. The caller stops it."""
+    work.mkdir(parents=True, exist_ok=True)
+    path = work / "creditgate.yaml"
+    path.write_text(config.format(sim=simulator))
+    db = database_url or f"sqlite:///{work / 'gateway.db'}"
+    full_env = {**os.environ, "CREDITGATE_ADMIN_TOKEN": ADMIN_TOKEN, "CREDITGATE_DATABASE_URL": db, **env}
+    full_env.pop("CREDITGATE_CONFIG", None)
+    gw = Gateway(f"http://127.0.0.1:{free_port()}", path, db, full_env, log=work / "gateway.log")
+    gw.start()
+    return gw
+
+
+def shutdown(gw: Gateway) -> None:
+    if gw.proc is not None:
+        stop(gw.proc)
+
+
 @pytest.fixture(scope="session")
 def gateway(simulator: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    work = tmp_path_factory.mktemp("gateway")
-    config = work / "creditgate.yaml"
-    config.write_text(CONFIG.format(sim=simulator))
-    db = f"sqlite:///{work / 'gateway.db'}"
-    env = {**os.environ, "CREDITGATE_ADMIN_TOKEN": ADMIN_TOKEN, "CREDITGATE_DATABASE_URL": db}
-    env.pop("CREDITGATE_CONFIG", None)
-    gw = Gateway(f"http://127.0.0.1:{free_port()}", config, db, env, log=work / "gateway.log")
-    gw.start()
+    """One gateway for the whole session, on the shared test catalog (`CONFIG`)."""
+    gw = launch_gateway(simulator, tmp_path_factory.mktemp("gateway"))
     try:
         yield gw
     finally:
-        if gw.proc is not None:
-            stop(gw.proc)
+        shutdown(gw)
+
+
+@pytest.fixture
+def gateway_factory(simulator: str, tmp_path: Path) -> Iterator[Callable[..., Gateway]]:
+    """Start gateways of a test's own (config template, database, environment); all are
+    stopped when the test ends."""
+    started: list[Gateway] = []
+
+    def make(config: str = CONFIG, **options: Any) -> Gateway:
+        gw = launch_gateway(simulator, tmp_path / f"gw{len(started)}", config, **options)
+        started.append(gw)
+        return gw
+
+    try:
+        yield make
+    finally:
+        for gw in started:
+            shutdown(gw)
