@@ -5,6 +5,7 @@ every response an `x-request-id` and turns any escaped exception into an error e
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from redis.asyncio import Redis
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -30,12 +32,13 @@ from creditgate.dialects.openai import OpenAIDialect
 from creditgate.metrics import Metrics
 from creditgate.pipeline import Pipeline
 from creditgate.providers.registry import build_providers
+from creditgate.ratelimit.redis import RedisDailyQuota, RedisRateLimiter
 from creditgate.routing import Router
 from creditgate.upstream import UpstreamPool
 
 log = logging.getLogger("creditgate")
 
-BillingFactory = Callable[[Settings, Catalog], Awaitable[Any]]
+BillingFactory = Callable[[Settings, Catalog, "Redis | None"], Awaitable[Any]]
 
 
 class RequestIdMiddleware:
@@ -110,12 +113,25 @@ class Services:
     billing: Billing
     pipeline: Pipeline
     billing_service: Any  # the concrete service (admin operations, close)
+    redis: Redis | None = None
 
 
-async def default_billing(settings: Settings, catalog: Catalog) -> Any:
+async def default_billing(settings: Settings, catalog: Catalog, redis: Redis | None = None) -> Any:
+    """The ledger-backed billing service; with Redis, rate limits and the demo key's daily
+    calls are counted there, so that several gateway processes share them."""
     from creditgate.ledger.service import open_billing
 
-    return await open_billing(settings, catalog)
+    if redis is None:
+        return await open_billing(settings, catalog)
+    # Keys are named after the database, so gateways of one deployment share their counts
+    # and two deployments on one Redis server never mix theirs.
+    space = "creditgate:" + hashlib.sha256(settings.database_url.encode()).hexdigest()[:12]
+    return await open_billing(
+        settings,
+        catalog,
+        limiter=RedisRateLimiter(redis, prefix=space + ":rpm:"),
+        demo_quota=RedisDailyQuota(redis, prefix=space + ":demo:"),
+    )
 
 
 def create_app(settings: Settings, *, billing_factory: BillingFactory = default_billing) -> Starlette:
@@ -128,7 +144,8 @@ def create_app(settings: Settings, *, billing_factory: BillingFactory = default_
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         pool = UpstreamPool()
-        service = await billing_factory(settings, catalog)
+        redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
+        service = await billing_factory(settings, catalog, redis)
         pipeline = Pipeline(
             catalog=catalog,
             billing=service,
@@ -138,7 +155,7 @@ def create_app(settings: Settings, *, billing_factory: BillingFactory = default_
             providers=build_providers(),
             metrics=metrics,
         )
-        services = Services(settings, catalog, router, pool, service, pipeline, service)
+        services = Services(settings, catalog, router, pool, service, pipeline, service, redis)
         state["services"] = services
         app.state.services = services
         _mount_late_routes(app, services)
@@ -148,6 +165,8 @@ def create_app(settings: Settings, *, billing_factory: BillingFactory = default_
             await pipeline.drain()
             await pool.close()
             await service.close()
+            if redis is not None:
+                await redis.aclose()
 
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _http_error})
     app.state.catalog = catalog
@@ -165,7 +184,12 @@ def _ready_checks(state: dict[str, Services], settings: Settings) -> dict[str, C
     async def db() -> None:
         await state["services"].billing_service.ping()
 
-    return {"db": db, "redis": None}
+    async def redis() -> None:
+        client = state["services"].redis
+        assert client is not None
+        await client.ping()
+
+    return {"db": db, "redis": redis if settings.redis_url else None}
 
 
 def _mount_late_routes(app: Starlette, s: Services) -> None:
