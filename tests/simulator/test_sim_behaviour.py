@@ -59,6 +59,24 @@ async def test_fail_first_then_succeed_per_prefix(sim: Any, http: aiohttp.Client
         sim.url + "/x/fail_first=1,status=429,id=raw/v1/chat/completions", json=CHAT, headers=BEARER
     ) as response:
         assert response.status == 429
+    async with http.post(
+        sim.url + "/x/fail_first=1,status=429,id=raw/v1/chat/completions", json=CHAT, headers=BEARER
+    ) as response:
+        assert response.status == 200  # `status` picks the status; only the first request fails
+
+
+async def test_fail_every_fails_each_nth_request_per_prefix(sim: Any, http: aiohttp.ClientSession) -> None:
+    async def statuses(spec: str, n: int) -> list[int]:
+        out = []
+        for _ in range(n):
+            async with http.post(f"{sim.url}/x/{spec}/v1/chat/completions", json=CHAT, headers=BEARER) as response:
+                out.append(response.status)
+        return out
+
+    assert await statuses("fail_every=2,id=half", 6) == [200, 503, 200, 503, 200, 503]
+    assert await statuses("fail_every=3,status=500,id=third", 6) == [200, 200, 500, 200, 200, 500]
+    # a different prefix keeps its own count
+    assert await statuses("fail_every=2,id=other", 1) == [200]
 
 
 async def test_sdk_retry_succeeds_after_fail_first(oai: OpenAIClient, sim: Any, http: aiohttp.ClientSession) -> None:

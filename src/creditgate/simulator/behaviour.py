@@ -10,19 +10,23 @@ giving each a different base URL. Keys, all optional, comma-separated ``key=valu
 ``status=NNN``  fail every request with this HTTP status, in the protocol's error envelope
 ``retry_after`` add ``Retry-After: S`` to error responses
 ``fail_first=N`` the first N requests on this exact prefix fail (503, or ``status``)
+``fail_every=N`` every Nth request on this exact prefix fails (503, or ``status``): with N=2
+                the 2nd, 4th, 6th... fail, so exactly half of an even number of requests do
 ``cut_after=N`` close a stream after N content chunks; drop a non-stream request unanswered
 ``hang=1``      accept the request and never answer
 ``error_after=N`` send an in-stream error event after N content chunks
 ``usage=0``     never report usage in streams
 ``cached=N``    report N cached prompt tokens
 ``reasoning=N`` report N reasoning tokens
-``id=LABEL``    no effect; makes a prefix distinct (``fail_first`` counts per prefix string)
+``id=LABEL``    no effect; makes a prefix distinct (``fail_first`` and ``fail_every`` count per
+                prefix string)
 =============== ======================================================================
 
-Notes: injected failures (``status``, ``fail_first``) answer at once, ``ttft_ms`` delays only
-real replies. An output cap (``max_tokens`` and friends) covers reasoning plus visible tokens,
-so a reply never bills more than the cap. ``usage=0`` on Anthropic streams leaves the ``usage``
-objects out entirely (the real API never does; it exists to exercise usage estimation).
+Notes: injected failures (``status``, ``fail_first``, ``fail_every``) answer at once,
+``ttft_ms`` delays only real replies. An output cap (``max_tokens`` and friends) covers
+reasoning plus visible tokens, so a reply never bills more than the cap. ``usage=0`` on
+Anthropic streams leaves the ``usage`` objects out entirely (the real API never does; it
+exists to exercise usage estimation).
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ class Behaviour:
     status: int | None = None
     retry_after: str | None = None
     fail_first: int = 0
+    fail_every: int = 0
     cut_after: int | None = None
     hang: bool = False
     error_after: int | None = None
@@ -57,7 +62,7 @@ class Behaviour:
         return self.tps > 0
 
 
-_INT_KEYS = ("tokens", "status", "fail_first", "cut_after", "error_after", "cached", "reasoning")
+_INT_KEYS = ("tokens", "status", "fail_first", "fail_every", "cut_after", "error_after", "cached", "reasoning")
 _FLOAT_KEYS = ("ttft_ms", "tps")
 _FLAG_KEYS = ("hang", "usage")
 KNOWN_KEYS = frozenset((*_INT_KEYS, *_FLOAT_KEYS, *_FLAG_KEYS, "retry_after", "id"))

@@ -1,8 +1,8 @@
 """What every protocol endpoint does before it answers, in one place.
 
 Order: read the behaviour prefix (400 if unknown), record the request, check the API key
-(401), inject configured failures (``status``, ``fail_first``, ``hang``, ``cut_after`` on a
-non-stream request is handled by the protocol module), parse the JSON body (400), then hand
+(401), inject configured failures (``status``, ``fail_first``, ``fail_every``, ``hang``;
+``cut_after`` on a non-stream request is handled by the protocol module), parse the JSON body (400), then hand
 over to the protocol handler. Failures are rendered in the protocol's own envelope.
 """
 
@@ -114,8 +114,11 @@ def endpoint(
         if not auth(request):
             return error_response(protocol, 401, _MISSING_KEY[protocol], behaviour=behaviour)
         failure = behaviour.status
-        if behaviour.fail_first and state.take_attempt(spec) < behaviour.fail_first:
-            failure = failure or FAIL_FIRST_STATUS
+        if behaviour.fail_first or behaviour.fail_every:
+            # Only some requests fail; `status` just says with which status.
+            seen = state.take_attempt(spec)
+            due = seen < behaviour.fail_first or (behaviour.fail_every and (seen + 1) % behaviour.fail_every == 0)
+            failure = (failure or FAIL_FIRST_STATUS) if due else None
         if failure is not None:
             return error_response(protocol, failure, simulated_failure_message(failure), behaviour=behaviour)
         if behaviour.hang:
