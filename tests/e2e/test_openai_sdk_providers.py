@@ -1,0 +1,173 @@
+"""The OpenAI SDK against models served by Anthropic and Gemini upstreams: the gateway
+translates both ways, so the client sees plain OpenAI replies, streams, tool calls and usage;
+and the requests the gateway sent upstream are valid in the upstream's own protocol."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import openai
+import pytest
+from openai.types.chat import ChatCompletionToolParam
+from tests.e2e.conftest import Gateway
+from tests.e2e.sdk_support import Upstream, assembled_tool_calls
+
+SchemaErrors = Callable[[Any, str], list[str]]
+
+WEATHER: ChatCompletionToolParam = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+HELLO: list[Any] = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hello."}]
+# Where each model's requests land on the simulator, and the schema they must satisfy.
+UPSTREAM = {
+    "test/claude": ("/v1/messages", "anthropic.MessageCreateParams"),
+    "test/gemini": ("enerateContent", "gemini.GenerateContentRequest"),
+}
+MODELS = sorted(UPSTREAM)
+
+
+@pytest.fixture(scope="module")
+def client(gateway: Gateway) -> Iterator[openai.OpenAI]:
+    key = gateway.account(credits="1000")[1]
+    with openai.OpenAI(base_url=gateway.v1, api_key=key, max_retries=0, timeout=30) as c:
+        yield c
+
+
+@pytest.fixture
+def upstream(simulator: str) -> Upstream:
+    u = Upstream(simulator)
+    u.clear()
+    return u
+
+
+def upstream_body(upstream: Upstream, model: str, schema_errors: SchemaErrors) -> dict[str, Any]:
+    path, schema = UPSTREAM[model]
+    body = dict(upstream.last(path)["body"])
+    assert schema_errors(body, schema) == [], body
+    return body
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_plain(client: openai.OpenAI, model: str, upstream: Upstream, schema_errors: SchemaErrors) -> None:
+    raw = client.chat.completions.with_raw_response.create(model=model, messages=HELLO)
+    assert schema_errors(json.loads(raw.content), "openai:CreateChatCompletionResponse") == []
+    completion = raw.parse()
+    assert completion.model == model
+    assert completion.choices[0].message.content
+    assert completion.choices[0].finish_reason == "stop"
+    assert completion.usage is not None
+    assert completion.usage.prompt_tokens > 0 and completion.usage.completion_tokens > 0
+    body = upstream_body(upstream, model, schema_errors)
+    if model == "test/claude":
+        assert body["system"] in ("Be brief.", [{"type": "text", "text": "Be brief."}])
+    else:
+        assert body["systemInstruction"]["parts"] == [{"text": "Be brief."}]
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_streamed_with_usage(
+    client: openai.OpenAI, model: str, upstream: Upstream, schema_errors: SchemaErrors
+) -> None:
+    chunks = list(
+        client.chat.completions.create(model=model, messages=HELLO, stream=True, stream_options={"include_usage": True})
+    )
+    for c in chunks:
+        assert schema_errors(c.model_dump(exclude_unset=True), "openai:CreateChatCompletionStreamResponse") == []
+    text = "".join(ch.delta.content or "" for c in chunks for ch in c.choices)
+    assert text
+    finishes = [ch.finish_reason for c in chunks for ch in c.choices if ch.finish_reason]
+    assert finishes == ["stop"]
+    usage = chunks[-1].usage
+    assert usage is not None and chunks[-1].choices == []
+    assert usage.prompt_tokens > 0 and usage.completion_tokens > 0
+    assert usage.model_extra is not None and float(usage.model_extra["cost"]) > 0
+    upstream_body(upstream, model, schema_errors)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_tool_call(client: openai.OpenAI, model: str, upstream: Upstream, schema_errors: SchemaErrors) -> None:
+    completion = client.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": "Weather in Paris?"}],
+        tools=[WEATHER],
+        tool_choice="required",
+    )
+    choice = completion.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    assert choice.message.tool_calls
+    call = choice.message.tool_calls[0]
+    assert call.type == "function" and call.function.name == "get_weather"
+    assert "city" in json.loads(call.function.arguments)
+    upstream_body(upstream, model, schema_errors)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_streamed_tool_call(client: openai.OpenAI, model: str, upstream: Upstream, schema_errors: SchemaErrors) -> None:
+    chunks = list(
+        client.chat.completions.create(
+            model=model,
+            messages=[{"role": "user", "content": "Weather in Paris?"}],
+            tools=[WEATHER],
+            tool_choice={"type": "function", "function": {"name": "get_weather"}},
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    for c in chunks:
+        assert schema_errors(c.model_dump(exclude_unset=True), "openai:CreateChatCompletionStreamResponse") == []
+    calls = assembled_tool_calls(chunks)
+    assert list(calls) == [0]
+    assert calls[0]["name"] == "get_weather" and calls[0]["id"]
+    assert "city" in json.loads(calls[0]["arguments"])
+    finishes = [ch.finish_reason for c in chunks for ch in c.choices if ch.finish_reason]
+    assert finishes == ["tool_calls"]
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+    upstream_body(upstream, model, schema_errors)
+
+
+def test_tool_result_round_trip(client: openai.OpenAI, upstream: Upstream, schema_errors: SchemaErrors) -> None:
+    """An agent loop's second turn: the assistant's tool call and its result go back upstream
+    in each protocol's form, and the model answers in text."""
+    for model in MODELS:
+        first = client.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": "Weather?"}], tools=[WEATHER], tool_choice="required"
+        )
+        call = first.choices[0].message.tool_calls
+        assert call
+        messages: list[Any] = [
+            {"role": "user", "content": "Weather?"},
+            first.choices[0].message.model_dump(exclude_none=True),
+            {"role": "tool", "tool_call_id": call[0].id, "content": "18C and sunny"},
+        ]
+        second = client.chat.completions.create(model=model, messages=messages, tools=[WEATHER])
+        assert second.choices[0].message.content
+        upstream_body(upstream, model, schema_errors)
+
+
+def test_cache_true_marks_the_anthropic_request(client: openai.OpenAI, upstream: Upstream) -> None:
+    client.chat.completions.create(model="test/claude", messages=HELLO, extra_body={"cache": True})
+    body = upstream.last("/v1/messages")["body"]
+    assert "cache" not in body
+    marked = json.dumps(body).count('"cache_control"')
+    assert marked >= 1, body
+
+
+def test_without_cache_nothing_is_marked(client: openai.OpenAI, upstream: Upstream) -> None:
+    client.chat.completions.create(model="test/claude", messages=HELLO)
+    body = upstream.last("/v1/messages")["body"]
+    assert "cache_control" not in json.dumps(body)
+
+
+@pytest.mark.parametrize("model", ["test/claude", "test/echo", "test/gemini"])
+def test_no_cache_is_accepted_and_not_sent_upstream(client: openai.OpenAI, upstream: Upstream, model: str) -> None:
+    completion = client.chat.completions.create(model=model, messages=HELLO, extra_body={"no_cache": True})
+    assert completion.choices[0].message.content
+    received = upstream.received()
+    assert received
+    assert "no_cache" not in json.dumps(received[-1]["body"])
