@@ -368,7 +368,9 @@ def test_upstream_503_is_502_without_leaking_the_upstream(
 
 def test_upstream_400_is_400(gateway: Gateway, key: str, client: openai.OpenAI) -> None:
     r = raw_post(gateway, key, {"model": "test/bad", "messages": HELLO})
-    assert_openai_error(r, 400)
+    error = assert_openai_error(r, 400)
+    assert error["type"] == "invalid_request_error"
+    assert r.headers.get("x-should-retry") == "false"
     assert "sim-key" not in r.text
     with pytest.raises(openai.BadRequestError):
         client.chat.completions.create(model="test/bad", messages=HELLO)

@@ -76,7 +76,7 @@ def request_id_of(scope: Scope) -> str:
 
 async def send_error(send: Send, dialect: Dialect, err: GatewayError, request_id: str) -> None:
     headers = [JSON_TYPE] + [(k.encode(), v.encode()) for k, v in err.headers.items()]
-    if err.status >= 500 or http_status(err) in (408, 409, 429):
+    if http_status(err) >= 500 or http_status(err) in (408, 409, 429):
         pass  # transient: let SDKs retry (their default)
     else:
         headers.append((b"x-should-retry", b"false"))

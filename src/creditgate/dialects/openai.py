@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 
 from creditgate.canonical import JSON, ChatRequest
-from creditgate.errors import BadRequest, GatewayError
+from creditgate.errors import BadRequest, GatewayError, http_status
 from creditgate.sse import DONE, data_event
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
@@ -83,8 +83,17 @@ def parse_chat(body: JSON) -> ChatRequest:
     return request
 
 
+def error_type(err: GatewayError) -> str:
+    """An upstream's client error is shown with the upstream's status, so its type says what
+    that status means rather than `upstream_error`."""
+    status = http_status(err)
+    if status != err.status and 400 <= status < 500:
+        return "not_found_error" if status == 404 else "invalid_request_error"
+    return err.type
+
+
 def error_body(err: GatewayError, request_id: str) -> JSON:
-    return {"error": {"message": err.message, "type": err.type, "param": err.param, "code": err.code}}
+    return {"error": {"message": err.message, "type": error_type(err), "param": err.param, "code": err.code}}
 
 
 class OpenAIStreamEncoder:
