@@ -80,10 +80,10 @@ async def load(gw: Gateway, key: str, bodies: list[dict[str, Any]], concurrency:
     return failures
 
 
-async def test_weights_spread_load_in_their_ratio(gw: Gateway, simulator: str) -> None:
+def test_weights_spread_load_in_their_ratio(gw: Gateway, simulator: str) -> None:
     _, key = gw.account()
     httpx.delete(simulator + "/x/requests", timeout=10)
-    failures = await load(gw, key, [chat_body("ld/weighted", max_tokens=8)] * 1000, concurrency=16)
+    failures = asyncio.run(load(gw, key, [chat_body("ld/weighted", max_tokens=8)] * 1000, concurrency=16))
     assert failures == []
     counts = Counter(label_of(r["path"]) for r in sim_requests(simulator))
     assert counts["ld-w3"] + counts["ld-w1"] == 1000
@@ -92,14 +92,14 @@ async def test_weights_spread_load_in_their_ratio(gw: Gateway, simulator: str) -
     assert counts["ld-wp1"] == 0  # a lower priority gets nothing while the first is healthy
 
 
-async def test_one_deployment_failing_half_its_requests_costs_clients_nothing(gw: Gateway, simulator: str) -> None:
+def test_one_deployment_failing_half_its_requests_costs_clients_nothing(gw: Gateway, simulator: str) -> None:
     _, key = gw.account()
     failovers = metric(gw, "creditgate_failovers_total", deployment="ld-half/m", reason="http_503")
     decisions = metric(gw, "creditgate_route_decisions_total", model="ld/steady")
     plain = chat_body("ld/steady", max_tokens=8)
     streamed = chat_body("ld/steady", max_tokens=8, stream=True)
     bodies = [streamed if i % 2 else plain for i in range(600)]
-    failures = await load(gw, key, bodies, concurrency=32)
+    failures = asyncio.run(load(gw, key, bodies, concurrency=32))
     assert failures == []
     # the half-failing deployment was really in rotation and really failed
     health = deployments(gw)["ld-half/m"]
