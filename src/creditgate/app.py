@@ -42,8 +42,9 @@ BillingFactory = Callable[[Settings, Catalog, "Redis | None"], Awaitable[Any]]
 
 
 class RequestIdMiddleware:
-    """Gives each request an id (`x-request-id` on every response, `scope["state"]`), and
-    answers 500 in the OpenAI envelope if anything escapes a route before it responded."""
+    """Gives each request an id (`scope["state"]`, and on every response both `x-request-id`
+    and `request-id`, the header the Anthropic SDKs read), and answers 500 in the OpenAI
+    envelope if anything escapes a route before it responded."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -61,7 +62,7 @@ class RequestIdMiddleware:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
-                message["headers"] = [*message.get("headers", ()), (b"x-request-id", rid)]
+                message["headers"] = [*message.get("headers", ()), (b"x-request-id", rid), (b"request-id", rid)]
             await send(message)
 
         try:
@@ -84,7 +85,7 @@ class RequestIdMiddleware:
                 {
                     "type": "http.response.start",
                     "status": 500,
-                    "headers": [(b"content-type", b"application/json"), (b"x-request-id", rid)],
+                    "headers": [(b"content-type", b"application/json"), (b"x-request-id", rid), (b"request-id", rid)],
                 }
             )
             await send({"type": "http.response.body", "body": body})
