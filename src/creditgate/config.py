@@ -111,7 +111,17 @@ class BillingConfig(Strict):
     demo_calls_per_ip: int = Field(5, ge=0)
     message_overhead_tokens: int = Field(8, ge=0, description="hold allowance per message")
     image_tokens: int = Field(2000, ge=0, description="hold allowance per image")
-    group_commit_ms: float = Field(2.0, ge=0, description="how long a settlement waits for company")
+    group_commit_ms: float = Field(
+        0.0,
+        ge=0,
+        description="how long a settlement waits for company when the writer is idle; 0 commits at once "
+        "(under load, settlements that arrive during a commit share the next one)",
+    )
+    sqlite_synchronous: Literal["normal", "full"] = Field(
+        "normal",
+        description="SQLite only: normal survives a crash of the gateway; full also survives a power cut "
+        "(an fsync per commit)",
+    )
 
 
 class ServerConfig(Strict):

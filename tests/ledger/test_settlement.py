@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from typing import Any
 
 import pytest
@@ -13,7 +14,6 @@ from creditgate.accounts import KeyOptions
 from creditgate.billing import Outcome
 from creditgate.canonical import Usage
 from creditgate.errors import Conflict, PaymentRequired, Unauthorized
-from creditgate.ledger import settlement as settlement_module
 from creditgate.ledger.service import BillingService, ensure_demo_account
 from creditgate.storage.schema import transactions, usage
 
@@ -56,33 +56,48 @@ async def test_group_commit_puts_many_settlements_in_one_transaction(db_url: str
     await ledger_invariants(service)
 
 
-async def test_a_failing_settlement_does_not_fail_its_batch_mates(
-    db_url: str, services: ServiceFactory, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def refuse_usage_of(service: BillingService, request_id: str) -> None:
+    """A trigger that fails the usage insert of one request: its settlement breaks after it
+    wrote its transaction and transfers."""
+    async with service.db.writer.begin() as conn:
+        if service.db.sqlite:
+            await conn.exec_driver_sql(
+                f"CREATE TRIGGER refuse_usage BEFORE INSERT ON usage WHEN NEW.request_id = '{request_id}' "
+                "BEGIN SELECT RAISE(ABORT, 'this one breaks after writing'); END"
+            )
+        else:
+            await conn.exec_driver_sql(
+                "CREATE FUNCTION refuse_usage() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                f"IF NEW.request_id = '{request_id}' THEN RAISE EXCEPTION 'this one breaks after writing'; END IF; "
+                "RETURN NEW; END $$"
+            )
+            await conn.exec_driver_sql(
+                "CREATE TRIGGER refuse_usage BEFORE INSERT ON usage FOR EACH ROW EXECUTE FUNCTION refuse_usage()"
+            )
+
+
+async def test_a_failing_settlement_does_not_fail_its_batch_mates(db_url: str, services: ServiceFactory) -> None:
     service = await services(db_url, group_commit_ms=50)
     _, key = await account_with_key(service, "batch@example.com", 10 * M)
     principal = await service.authenticate(key, "127.0.0.1")
     model = service.catalog.get("plain-model")
     assert model is not None
-    real = settlement_module.apply_settlement
-
-    async def flaky(conn: Any, system: Any, s: Any, *, lock: bool) -> Any:
-        result = await real(conn, system, s, lock=lock)
-        if s.request_id == "bad":
-            raise RuntimeError("this one breaks after writing")
-        return result
-
-    monkeypatch.setattr(settlement_module, "apply_settlement", flaky)
+    await refuse_usage_of(service, "bad")
     names = ["a", "bad", "b", "c"]
     reservations = [await service.reserve(principal, model, 100_000, n) for n in names]
+    assert service.writer is not None
+    before = service.writer.batches
     results = await asyncio.gather(
         *(service.settle(r, outcome(service, 1000, 100)) for r in reservations), return_exceptions=True
     )
-    assert isinstance(results[1], RuntimeError)
+    assert service.writer.batches - before == 1  # one transaction, the bad one rolled back alone
+    assert isinstance(results[1], Exception) and "breaks after writing" in str(results[1])
     assert results[0] == results[2] == results[3] == 4500
     async with service.db.reader.connect() as conn:
         settled = set((await conn.execute(select(usage.c.request_id))).scalars())
+        charged = set((await conn.execute(select(transactions.c.idempotency_key))).scalars())
     assert settled == {"a", "b", "c"}  # the bad one left nothing behind, the others committed
+    assert "usage:bad" not in charged
     assert service.holds.held(principal.account_id) == 0
     await ledger_invariants(service)
 
@@ -213,3 +228,27 @@ async def test_demo_account_is_created_once_with_a_new_key_each_start(
     b = await service.authenticate(second, "127.0.0.1")
     assert a.account_id == b.account_id
     assert (await service.account_view(a.account_id))["balance"] == 3
+
+
+async def test_settlement_waits_for_a_write_lock_held_elsewhere(sqlite_url: str, services: ServiceFactory) -> None:
+    """Another process (the CLI, a second worker) holding SQLite's write lock delays a
+    settlement without failing it, and the event loop keeps running meanwhile."""
+    service = await services(sqlite_url)
+    account_id, key = await account_with_key(service, "locked@example.com", M)
+    principal = await service.authenticate(key, "127.0.0.1")
+    model = service.catalog.get("plain-model")
+    assert model is not None
+    r = await service.reserve(principal, model, 100_000, "behind-a-lock")
+    other = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"), isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        settling = asyncio.ensure_future(service.settle(r, outcome(service, 1000, 100)))
+        for _ in range(20):
+            await asyncio.sleep(0.01)  # the loop is free while the settlement waits
+        assert not settling.done()
+        other.execute("COMMIT")
+        assert await asyncio.wait_for(settling, 10) == 4500
+    finally:
+        other.close()
+    assert (await service.account_view(account_id))["balance"] == (M - 4500) / M
+    await ledger_invariants(service)

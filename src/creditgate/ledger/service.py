@@ -28,12 +28,19 @@ from creditgate.config import Settings
 from creditgate.errors import Conflict, Forbidden, PaymentRequired, RateLimited, Unauthorized
 from creditgate.ledger.operations import Operations
 from creditgate.ledger.postings import load_account, lots_due, system_accounts
-from creditgate.ledger.settlement import GroupCommitWriter, Settled, Settlement
+from creditgate.ledger.settlement import (
+    GroupCommitWriter,
+    Settled,
+    Settlement,
+    SettlementStore,
+    SqlAlchemySettlements,
+)
+from creditgate.ledger.sqlite_settlements import SqliteSettlements
 from creditgate.ledger.state import AccountState, HoldBook, HoldLimits, MemoryHolds
 from creditgate.money import format_amount, to_micros
 from creditgate.ratelimit import DailyQuota, RateLimiter
 from creditgate.ratelimit.memory import MemoryDailyQuota, SlidingWindowLimiter
-from creditgate.storage.db import Database, connect
+from creditgate.storage.db import Database, connect, sqlite_file
 from creditgate.storage.migrations import migrate
 from creditgate.storage.schema import accounts, cache_events
 
@@ -92,12 +99,10 @@ class BillingService(Operations):
         if self.config.demo_key:
             self.demo_account_id = await self.system_account_id(DEMO_KEY_ACCOUNT, "public demo key")
         self.writer = GroupCommitWriter(
-            self.db.writer,
-            self.system,
+            self._settlement_store(),
             self._settled,
             self.lock,
             max_wait=self.config.group_commit_ms / 1000,
-            row_locks=not self.db.sqlite,
         )
         self.writer.start()
         loop = asyncio.get_running_loop()
@@ -105,6 +110,14 @@ class BillingService(Operations):
             loop.create_task(self._every(self.poll_interval, self.poll_changes), name="creditgate-cache-events"),
             loop.create_task(self._every(self.sweep_interval, self.sweep_expired), name="creditgate-expiry"),
         ]
+
+    def _settlement_store(self) -> SettlementStore:
+        """SQLite files get the store that writes through the driver directly; everything
+        else (PostgreSQL, in-memory SQLite) goes through SQLAlchemy."""
+        path = sqlite_file(self.db.url)
+        if path is not None:
+            return SqliteSettlements(path, self.system, synchronous=self.config.sqlite_synchronous)
+        return SqlAlchemySettlements(self.db.writer, self.system, row_locks=not self.db.sqlite)
 
     async def close(self) -> None:
         """Commit every queued settlement, then stop the background tasks."""

@@ -14,6 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -77,7 +78,7 @@ async def apply_settlement(conn: AsyncConnection, system: dict[str, int], s: Set
                 account_id=s.account_id,
                 type="USAGE",
                 amount=-charged,
-                description=_describe(s),
+                description=describe(s),
                 legs=[(lot_id, system["revenue"], amount) for lot_id, amount in consumed],
                 at=s.at,
                 idempotency_key=f"usage:{s.request_id}",
@@ -96,7 +97,7 @@ async def apply_settlement(conn: AsyncConnection, system: dict[str, int], s: Set
             account_id=s.account_id,
             type="TRIAL",
             amount=0,
-            description=_describe(s),
+            description=describe(s),
             legs=[(system["funding:sponsor"], system["revenue"], s.sponsored)],
             at=s.at,
             idempotency_key=f"usage:{s.request_id}",
@@ -129,7 +130,7 @@ async def apply_settlement(conn: AsyncConnection, system: dict[str, int], s: Set
     return Settled(charged, consumed, trial_used, False)
 
 
-def _describe(s: Settlement) -> str:
+def describe(s: Settlement) -> str:
     tokens = f"{s.prompt_tokens} in + {s.completion_tokens} out tokens"
     extra = " (estimated)" if s.estimated else ""
     if s.sponsor == "trial":
@@ -142,40 +143,82 @@ def _describe(s: Settlement) -> str:
 Committed = Callable[[Settlement, Settled | None], Awaitable[None]]
 
 
+class SettlementStore(Protocol):
+    """Where settlements are written: one batch per database transaction."""
+
+    def start(self) -> None: ...
+
+    async def apply(self, batch: list[Settlement]) -> list[Settled | Exception]:
+        """Write the batch in one transaction, each settlement in a savepoint of its own, so
+        one that fails is rolled back alone (its exception takes its place in the result);
+        raise if the transaction as a whole could not commit."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class SqlAlchemySettlements:
+    """Settlements through SQLAlchemy Core on the writer engine (PostgreSQL, and SQLite
+    databases that are not a plain file)."""
+
+    def __init__(self, engine: AsyncEngine, system: dict[str, int], *, row_locks: bool) -> None:
+        self.engine = engine
+        self.system = system
+        self.row_locks = row_locks
+
+    def start(self) -> None:
+        pass
+
+    async def apply(self, batch: list[Settlement]) -> list[Settled | Exception]:
+        outcomes: list[Settled | Exception] = []
+        async with self.engine.begin() as conn:
+            for settlement in batch:
+                try:
+                    async with conn.begin_nested():
+                        outcomes.append(await apply_settlement(conn, self.system, settlement, lock=self.row_locks))
+                except Exception as exc:
+                    log.exception("settlement of %s failed", settlement.request_id)
+                    outcomes.append(exc)
+        return outcomes
+
+    async def close(self) -> None:
+        pass
+
+
 class GroupCommitWriter:
     """One task that commits settlements in batches.
 
-    A settlement waits at most `max_wait` seconds for company, and a batch holds at most
-    `max_batch`. Each settlement runs in its own savepoint, so one that fails is rolled
-    back alone and its batch-mates commit. If the commit itself fails, each settlement is
-    retried in a transaction of its own (idempotency makes that safe). `on_done` runs for
-    every settlement after its fate is known (with None when it failed), before its caller
-    wakes, under `lock`, so in-memory state changes exactly when the database did.
+    The task takes every settlement queued at the moment it wakes (at most `max_batch`) and
+    commits them together: when the writer is idle a settlement is committed at once, and
+    under load the settlements that arrive while one commit is being written make up the
+    next batch. With `max_wait` > 0 a settlement also waits up to that long for company.
+    Each settlement runs in its own savepoint, so one that fails is rolled back alone and
+    its batch-mates commit. If the commit itself fails, each settlement is retried in a
+    transaction of its own (idempotency makes that safe). `on_done` runs for every
+    settlement after its fate is known (with None when it failed), before its caller wakes,
+    under `lock`, so in-memory state changes exactly when the database did.
     """
 
     def __init__(
         self,
-        engine: AsyncEngine,
-        system: dict[str, int],
+        store: SettlementStore,
         on_done: Committed,
         lock: asyncio.Lock,
         *,
         max_wait: float,
         max_batch: int = 256,
-        row_locks: bool = False,
     ) -> None:
-        self.engine = engine
-        self.system = system
+        self.store = store
         self.on_done = on_done
         self.lock = lock
         self.max_wait = max_wait
         self.max_batch = max_batch
-        self.row_locks = row_locks
         self.batches = 0  # committed transactions, for tests and metrics
         self._queue: asyncio.Queue[tuple[Settlement, asyncio.Future[Settled]]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
+        self.store.start()
         self._task = asyncio.get_running_loop().create_task(self._run(), name="creditgate-group-commit")
 
     async def submit(self, settlement: Settlement) -> Settled:
@@ -196,43 +239,36 @@ class GroupCommitWriter:
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         self._task = None
+        await self.store.close()
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
+        queue = self._queue
         while True:
-            batch = [await self._queue.get()]
+            batch = [await queue.get()]
             deadline = loop.time() + self.max_wait
             while len(batch) < self.max_batch:
-                if not self._queue.empty():
-                    batch.append(self._queue.get_nowait())
+                if not queue.empty():
+                    batch.append(queue.get_nowait())
                     continue
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     break
                 try:
-                    batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+                    batch.append(await asyncio.wait_for(queue.get(), remaining))
                 except TimeoutError:
                     break
             try:
                 await self._commit(batch)
             finally:
                 for _ in batch:
-                    self._queue.task_done()
+                    queue.task_done()
 
     async def _commit(self, batch: list[tuple[Settlement, asyncio.Future[Settled]]]) -> None:
         async with self.lock:
-            outcomes: list[Settled | BaseException] = []
+            outcomes: list[Settled | Exception]
             try:
-                async with self.engine.begin() as conn:
-                    for settlement, _ in batch:
-                        try:
-                            async with conn.begin_nested():
-                                outcomes.append(
-                                    await apply_settlement(conn, self.system, settlement, lock=self.row_locks)
-                                )
-                        except Exception as exc:
-                            log.exception("settlement of %s failed", settlement.request_id)
-                            outcomes.append(exc)
+                outcomes = await self.store.apply([s for s, _ in batch])
                 self.batches += 1
             except Exception as exc:
                 if len(batch) > 1:
@@ -254,7 +290,7 @@ class GroupCommitWriter:
             await self._finish(batch, outcomes)
 
     async def _finish(
-        self, batch: list[tuple[Settlement, asyncio.Future[Settled]]], outcomes: list[Settled | BaseException]
+        self, batch: list[tuple[Settlement, asyncio.Future[Settled]]], outcomes: list[Settled | Exception]
     ) -> None:
         for (settlement, future), outcome in zip(batch, outcomes, strict=True):
             ok = outcome if isinstance(outcome, Settled) else None

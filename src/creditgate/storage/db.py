@@ -1,10 +1,10 @@
 """Async engines from one database URL.
 
 `sqlite:///path` becomes sqlite+aiosqlite with WAL, `synchronous=FULL`, a busy timeout and
-foreign keys on. FULL rather than NORMAL because a settlement is reported to the client
-only after it committed: under WAL, NORMAL may lose the last commits on a power cut (not
-on a process crash), and "durable before done" should hold for both. Group commit makes
-the extra fsync per transaction cheap, since one transaction carries many settlements.
+foreign keys on. These engines carry the operator's writes (accounts, keys, top-ups), which
+are rare, so they fsync every commit. Settlements, the writes of the hot path, go through a
+connection of their own (`ledger/sqlite_settlements.py`, `synchronous=NORMAL` by default:
+safe against a crash of the process, see `billing.sqlite_synchronous`).
 
 SQLite has one writer at a time and a deferred transaction that later wants to write can
 fail with "database is locked" without waiting. So writes go through `Database.writer`,
@@ -38,6 +38,14 @@ def async_url(url: str) -> str:
 
 def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
+
+
+def sqlite_file(url: str) -> str | None:
+    """The file of a SQLite database URL; None for other databases and in-memory SQLite."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return str(parsed.database)
 
 
 def _sqlite_pragmas(engine: AsyncEngine, *, immediate: bool) -> None:
