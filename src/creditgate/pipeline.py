@@ -98,6 +98,14 @@ def text_bytes(chunk: JSON) -> int:
     return n
 
 
+def has_output(chunk: JSON) -> bool:
+    """Whether a canonical chunk carries part of the answer (text, reasoning, a tool call) or
+    its finish reason, as opposed to a role or usage alone."""
+    if text_bytes(chunk):
+        return True
+    return any(isinstance(c, dict) and c.get("finish_reason") for c in chunk.get("choices") or ())
+
+
 def completion_text_bytes(completion: JSON) -> int:
     n = 0
     for choice in completion.get("choices") or ():
@@ -378,7 +386,7 @@ class Pipeline:
             except UpstreamError as err:
                 self.router.failed(attempt, err)
                 last = err
-                if not err.retryable:
+                if not self.router.should_fail_over(err):
                     raise
                 log.info("failing over from %s: %s", deployment.key, err.kind)
                 continue
@@ -413,7 +421,9 @@ class Pipeline:
         body = iter_body(resp.response)
         first: list[JSON] = []
         try:
-            while not first:
+            # Nothing reaches the client before the first piece of the answer, so a stream
+            # that breaks before it can still fail over.
+            while not any(map(has_output, first)):
                 try:
                     data = await anext(body)
                 except StopAsyncIteration:

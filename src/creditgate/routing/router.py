@@ -51,7 +51,7 @@ from creditgate.errors import (
 )
 from creditgate.metrics import Metrics
 from creditgate.money import format_amount
-from creditgate.routing.health import BreakerRules, DeploymentHealth, State
+from creditgate.routing.health import BreakerRules, DeploymentHealth, State, counts_against
 from creditgate.routing.policies import (
     DESCRIPTIONS,
     AutoSettings,
@@ -343,8 +343,10 @@ class Router:
     @staticmethod
     def should_fail_over(error: UpstreamError) -> bool:
         """Only failures another deployment could cure: connection errors, timeouts, 408,
-        429, 500, 502, 503, 504, 529. A 4xx about the request would fail everywhere."""
-        return error.retryable
+        429, 500, 502, 503, 504, 529, and 401/403 (that deployment's own key or account is
+        refused; the client's request is not at fault). A 4xx about the request would fail
+        everywhere."""
+        return counts_against(error)
 
     # --- errors for the client -----------------------------------------------------------
 
