@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import openai
@@ -53,6 +54,10 @@ providers:
   - {{id: fo-prio-a, type: openai, base_url: "{sim}/x/fail_first=2,id=fo-prio-a/v1", api_key: k}}
   - {{id: fo-prio-b, type: openai, base_url: "{sim}/x/fail_first=2,id=fo-prio-b/v1", api_key: k}}
   - {{id: fo-prio-c, type: openai, base_url: "{sim}/x/id=fo-prio-c/v1", api_key: k}}
+  - {{id: fo-probe-a, type: openai, base_url: "{sim}/x/fail_first=2,ttft_ms=800,id=fo-probe-a/v1", api_key: k}}
+  - {{id: fo-probe-b, type: openai, base_url: "{sim}/x/id=fo-probe-b/v1", api_key: k}}
+  - {{id: fo-401, type: openai, base_url: "{sim}/x/status=401,id=fo-401/v1", api_key: k}}
+  - {{id: fo-401-b, type: openai, base_url: "{sim}/x/id=fo-401-b/v1", api_key: k}}
 models:
   - {{id: fo/primary, max_output_tokens: 256, price: {{input: 1000, output: 2000}},
      deployments: [{{provider: fo-down, model: m, priority: 0}}, {{provider: fo-next, model: m, priority: 1}}]}}
@@ -76,6 +81,10 @@ models:
   - {{id: fo/prio, max_output_tokens: 256, price: {{input: 1000, output: 2000}},
      deployments: [{{provider: fo-prio-a, model: m, priority: 0}}, {{provider: fo-prio-b, model: m, priority: 0}},
                    {{provider: fo-prio-c, model: m, priority: 1}}]}}
+  - {{id: fo/probe, max_output_tokens: 256, price: {{input: 1000, output: 2000}},
+     deployments: [{{provider: fo-probe-a, model: m, priority: 0}}, {{provider: fo-probe-b, model: m, priority: 1}}]}}
+  - {{id: fo/401, max_output_tokens: 256, price: {{input: 1000, output: 2000}},
+     deployments: [{{provider: fo-401, model: m, priority: 0}}, {{provider: fo-401-b, model: m, priority: 1}}]}}
 """
 
 
@@ -172,6 +181,30 @@ def test_cooldown_opens_after_the_threshold_and_a_probe_closes_it(gw: Gateway, s
     for _ in range(3):
         assert post_chat(gw, key, chat_body("fo/cool")).status_code == 200
     assert received(simulator, "fo-cool-a", "fo-cool-b") == {"fo-cool-a": 6, "fo-cool-b": 3}
+
+
+def test_half_open_lets_exactly_one_probe_through(gw: Gateway, simulator: str) -> None:
+    _, key = gw.account()
+    for _ in range(2):  # fo-probe-a fails twice and cools down
+        assert post_chat(gw, key, chat_body("fo/probe")).status_code == 200
+    assert wait_until_state(gw, "fo-probe-a/m", "half_open")["state"] == "half_open"
+    # six requests at once: the probe is slow (800 ms), so the others arrive while it is out
+    with ThreadPoolExecutor(6) as pool:
+        statuses = list(pool.map(lambda _: post_chat(gw, key, chat_body("fo/probe")).status_code, range(6)))
+    assert statuses == [200] * 6
+    assert received(simulator, "fo-probe-a", "fo-probe-b") == {"fo-probe-a": 3, "fo-probe-b": 7}
+    assert deployments(gw)["fo-probe-a/m"]["state"] == "healthy"
+
+
+def test_an_upstream_that_rejects_its_own_key_fails_over(gw: Gateway, simulator: str) -> None:
+    # a 401/403 from upstream is about that deployment's credentials, not about the request:
+    # another deployment can serve it
+    account, key = gw.account()
+    r = post_chat(gw, key, chat_body("fo/401"))
+    assert r.status_code == 200, r.text
+    assert received(simulator, "fo-401", "fo-401-b") == {"fo-401": 1, "fo-401-b": 1}
+    [record] = usage_records(gw, account)
+    assert record["deployment"] == "fo-401-b/m"
 
 
 def test_priorities_lower_tiers_serve_only_while_the_best_are_unavailable(gw: Gateway, simulator: str) -> None:

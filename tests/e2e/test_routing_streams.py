@@ -25,14 +25,26 @@ server:
   cooldown_seconds: 30
   failure_threshold: 5
 providers:
-  - {{id: st-cut-oa, type: openai, base_url: "{sim}/x/cut_after=3,tokens=20,id=st-cut-oa/v1", api_key: k}}
-  - {{id: st-cut-an, type: anthropic, base_url: "{sim}/x/cut_after=3,tokens=20,id=st-cut-an", api_key: k}}
+  - {{id: st-cut-oa, type: openai, base_url: "{sim}/x/cut_after=3,tokens=20,tps=100,id=st-cut-oa/v1", api_key: k}}
+  - {{id: st-cut-an, type: anthropic, base_url: "{sim}/x/cut_after=3,tokens=20,tps=100,id=st-cut-an", api_key: k}}
+  - {{id: st-err-oa, type: openai, base_url: "{sim}/x/error_after=3,tokens=20,tps=100,id=st-err-oa/v1", api_key: k}}
+  - {{id: st-err-an, type: anthropic, base_url: "{sim}/x/error_after=3,tokens=20,tps=100,id=st-err-an", api_key: k}}
+  - {{id: st-early-oa, type: openai, base_url: "{sim}/x/cut_after=0,id=st-early-oa/v1", api_key: k}}
+  - {{id: st-early-an, type: anthropic, base_url: "{sim}/x/cut_after=0,id=st-early-an", api_key: k}}
   - {{id: st-spare, type: openai, base_url: "{sim}/x/id=st-spare/v1", api_key: k}}
 models:
   - {{id: st/cut, max_output_tokens: 256, price: {{input: 1000, output: 2000}},
      deployments: [{{provider: st-cut-oa, model: m, priority: 0}}, {{provider: st-spare, model: m, priority: 1}}]}}
   - {{id: st/cut-anthropic, max_output_tokens: 256, price: {{input: 1000, output: 2000}},
      deployments: [{{provider: st-cut-an, model: m, priority: 0}}, {{provider: st-spare, model: m, priority: 1}}]}}
+  - {{id: st/error, max_output_tokens: 256, price: {{input: 1000, output: 2000}},
+     deployments: [{{provider: st-err-oa, model: m, priority: 0}}, {{provider: st-spare, model: m, priority: 1}}]}}
+  - {{id: st/error-anthropic, max_output_tokens: 256, price: {{input: 1000, output: 2000}},
+     deployments: [{{provider: st-err-an, model: m, priority: 0}}, {{provider: st-spare, model: m, priority: 1}}]}}
+  - {{id: st/early, max_output_tokens: 256, price: {{input: 1000, output: 2000}},
+     deployments: [{{provider: st-early-oa, model: m, priority: 0}}, {{provider: st-spare, model: m, priority: 1}}]}}
+  - {{id: st/early-anthropic, max_output_tokens: 256, price: {{input: 1000, output: 2000}},
+     deployments: [{{provider: st-early-an, model: m, priority: 0}}, {{provider: st-spare, model: m, priority: 1}}]}}
 """
 
 
@@ -90,6 +102,8 @@ def received_text(dialect: str, events: list[tuple[str | None, str]]) -> str:
         ("anthropic", "st/cut", "st-cut-oa"),
         ("openai", "st/cut-anthropic", "st-cut-an"),
         ("anthropic", "st/cut-anthropic", "st-cut-an"),
+        ("openai", "st/error", "st-err-oa"),
+        ("anthropic", "st/error-anthropic", "st-err-an"),
     ],
 )
 def test_a_stream_cut_after_the_first_byte_ends_in_an_error_and_bills_what_was_received(
@@ -125,3 +139,26 @@ def test_a_stream_cut_after_the_first_byte_ends_in_an_error_and_bills_what_was_r
     money = gw.balance(account)
     assert 100_000_000 - micros(money["balance"]) == cost
     assert money["available"] == money["balance"]  # the rest of the hold was released
+
+
+@pytest.mark.parametrize("dialect", ["openai", "anthropic"])
+@pytest.mark.parametrize(("model", "upstream"), [("st/early", "st-early-oa"), ("st/early-anthropic", "st-early-an")])
+def test_a_stream_cut_before_any_output_fails_over(
+    gw: Gateway, simulator: str, dialect: str, model: str, upstream: str
+) -> None:
+    account, key = gw.account()
+    before = received(simulator, upstream, "st-spare")
+    status, events = stream(gw, key, dialect, model)
+    assert status == 200
+    after = received(simulator, upstream, "st-spare")
+    assert after[upstream] - before[upstream] == 1 and after["st-spare"] - before["st-spare"] == 1
+    # the client sees one clean answer from the deployment that served
+    if dialect == "openai":
+        assert events[-1][1] == "[DONE]"
+    else:
+        assert events[-1][0] == "message_stop"
+    assert all(event != "error" and '"error"' not in data for event, data in events)
+    assert received_text(dialect, events)
+    [record] = usage_records(gw, account)
+    assert record["status"] == "ok" and record["deployment"] == "st-spare/m"
+    assert 100_000_000 - micros(gw.balance(account)["balance"]) == micros(record["cost"]) > 0
