@@ -320,19 +320,6 @@ def test_stream_helper_assembles_tool_input(client: anthropic.Anthropic, model: 
     assert final.stop_reason == "tool_use"
 
 
-def test_cut_stream_ends_with_an_error_event(gateway: Gateway, key: str, client: anthropic.Anthropic) -> None:
-    events = stream_events(gateway, key, {"model": "test/cut", "max_tokens": 64, "messages": HELLO})
-    assert events[0][0] == "message_start"
-    assert events[-1][0] == "error"
-    assert events[-1][1]["type"] == "error" and events[-1][1]["error"]["message"]
-    assert "message_stop" not in [n for n, _ in events]
-    with (
-        pytest.raises(anthropic.APIStatusError),
-        client.messages.stream(model="test/cut", max_tokens=64, messages=HELLO) as stream,
-    ):
-        stream.get_final_message()
-
-
 # --- auth and errors ---------------------------------------------------------------------------
 
 
