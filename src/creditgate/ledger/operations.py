@@ -235,20 +235,30 @@ class Operations:
                     earlier = await credit_by_key(conn, key)
                 if earlier is not None:
                     return self._credit_view(self._same_credit(earlier, account_id, amount, kind))
-            async with self.db.writer.begin() as conn:
-                await self._exists(conn, account_id)
-                result = await add_credits(
-                    conn,
-                    self.system,
-                    account_id=account_id,
-                    amount=amount,
-                    kind=kind,
-                    expires_in=timedelta(days=days),
-                    at=self.now(),
-                    description=description or f"{kind} credits",
-                    idempotency_key=key,
-                )
-                await acc.note_change(conn, "account", account_id)
+            try:
+                async with self.db.writer.begin() as conn:
+                    await self._exists(conn, account_id)
+                    result = await add_credits(
+                        conn,
+                        self.system,
+                        account_id=account_id,
+                        amount=amount,
+                        kind=kind,
+                        expires_in=timedelta(days=days),
+                        at=self.now(),
+                        description=description or f"{kind} credits",
+                        idempotency_key=key,
+                    )
+                    await acc.note_change(conn, "account", account_id)
+            except IntegrityError:
+                if key is None:
+                    raise
+                # Another process sharing the database posted this key since we looked.
+                async with self.db.writer.connect() as conn:
+                    earlier = await credit_by_key(conn, key)
+                if earlier is None:
+                    raise
+                return self._credit_view(self._same_credit(earlier, account_id, amount, kind))
             self.forget_account(account_id)
         return self._credit_view(result)
 
