@@ -148,6 +148,7 @@ class Pipeline:
         self.providers = providers
         self.metrics = metrics
         self._background: set[asyncio.Task[Any]] = set()
+        self._counters: dict[str, tuple[Any, ...]] = {}
 
     # --- the hot path ---------------------------------------------------------------------
 
@@ -449,14 +450,21 @@ class Pipeline:
             log.exception("could not release the hold of %s", reservation.request_id)
 
     def count(self, model: CatalogModel, usage: Usage, cost: int) -> None:
-        tokens = self.metrics.tokens
-        tokens.labels(model.id, "prompt").inc(usage.prompt_tokens)
-        tokens.labels(model.id, "completion").inc(usage.completion_tokens)
+        counters = self._counters.get(model.id)
+        if counters is None:  # label children are looked up once per model
+            tokens = self.metrics.tokens
+            counters = self._counters[model.id] = tuple(
+                [tokens.labels(model.id, kind) for kind in ("prompt", "completion", "cached", "reasoning")]
+                + [self.metrics.cost_micros.labels(model.id)]
+            )
+        prompt, completion, cached, reasoning, cost_micros = counters
+        prompt.inc(usage.prompt_tokens)
+        completion.inc(usage.completion_tokens)
         if usage.cached_tokens:
-            tokens.labels(model.id, "cached").inc(usage.cached_tokens)
+            cached.inc(usage.cached_tokens)
         if usage.reasoning_tokens:
-            tokens.labels(model.id, "reasoning").inc(usage.reasoning_tokens)
-        self.metrics.cost_micros.labels(model.id).inc(cost)
+            reasoning.inc(usage.reasoning_tokens)
+        cost_micros.inc(cost)
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.get_running_loop().create_task(coro)

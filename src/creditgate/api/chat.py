@@ -12,6 +12,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import orjson
 from starlette.types import Message, Receive, Scope, Send
@@ -129,6 +130,8 @@ class ChatEndpoint:
         self.dialect = dialect
         self.max_body_bytes = max_body_bytes
         self.key_of = anthropic_key if anthropic_auth else bearer_key
+        self._by_status: dict[int, Any] = {}
+        self._latency = pipeline.metrics.request_latency.labels(dialect.name)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request_id = request_id_of(scope)
@@ -154,11 +157,20 @@ class ChatEndpoint:
                 status = 499
                 return
             if reply.stream is None:
-                await send({"type": "http.response.start", "status": reply.status, "headers": reply.headers})
+                headers = reply.headers
+                headers.append((b"content-length", b"%d" % len(reply.body)))
+                await send({"type": "http.response.start", "status": reply.status, "headers": headers})
                 await send({"type": "http.response.body", "body": reply.body})
             else:
                 await send_stream(send, receive, reply)
         finally:
             metrics.in_flight.dec()
-            metrics.requests.labels(str(status), self.dialect.name).inc()
-            metrics.request_latency.labels(self.dialect.name).observe(time.perf_counter() - started)
+            self._requests(status).inc()
+            self._latency.observe(time.perf_counter() - started)
+
+    def _requests(self, status: int) -> Any:
+        """The request counter of one status (label children are looked up once)."""
+        counter = self._by_status.get(status)
+        if counter is None:
+            counter = self._by_status[status] = self.pipeline.metrics.requests.labels(str(status), self.dialect.name)
+        return counter
