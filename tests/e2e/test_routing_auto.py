@@ -145,6 +145,17 @@ def test_auto_respects_the_keys_allowed_models(ask: Ask) -> None:
     assert ask("auto", messages=IMAGE, allowed=["au/cheap", "au/eye"]) == "au/eye"
 
 
+def test_the_anthropic_dialect_reports_the_chosen_model(gw: Gateway) -> None:
+    account, key = gw.account()
+    headers = {"x-api-key": key, "anthropic-version": "2023-06-01"}
+    body = {"model": "auto-best", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]}
+    r = httpx.post(gw.v1 + "/messages", json=body, headers=headers, timeout=20)
+    assert r.status_code == 200, r.text
+    assert r.json()["model"] == "au/best"
+    [record] = usage_records(gw, account)
+    assert record["model"] == "au/best"
+
+
 def test_a_stream_names_the_chosen_model(gw: Gateway) -> None:
     account, key = gw.account()
     body = chat_body("auto-best", stream=True, stream_options={"include_usage": True})

@@ -49,7 +49,7 @@ providers:
   - {{id: fo-429-b, type: openai, base_url: "{sim}/x/id=fo-429-b/v1", api_key: k}}
   - {{id: fo-429-only, type: openai, base_url: "{sim}/x/status=429,retry_after=5,id=fo-429-only/v1", api_key: k}}
   - {{id: fo-hang, type: openai, base_url: "{sim}/x/hang=1,id=fo-hang/v1", api_key: k,
-     timeouts: {{connect: 1, first_byte: 0.5, total: 5}}}}
+     timeouts: {{connect: 1, first_byte: 0.5, total: 60}}}}
   - {{id: fo-hang-b, type: openai, base_url: "{sim}/x/id=fo-hang-b/v1", api_key: k}}
   - {{id: fo-prio-a, type: openai, base_url: "{sim}/x/fail_first=2,id=fo-prio-a/v1", api_key: k}}
   - {{id: fo-prio-b, type: openai, base_url: "{sim}/x/fail_first=2,id=fo-prio-b/v1", api_key: k}}
@@ -58,6 +58,7 @@ providers:
   - {{id: fo-probe-b, type: openai, base_url: "{sim}/x/id=fo-probe-b/v1", api_key: k}}
   - {{id: fo-401, type: openai, base_url: "{sim}/x/status=401,id=fo-401/v1", api_key: k}}
   - {{id: fo-401-b, type: openai, base_url: "{sim}/x/id=fo-401-b/v1", api_key: k}}
+  - {{id: fo-anth, type: openai, base_url: "{sim}/x/status=503,id=fo-anth/v1", api_key: k}}
 models:
   - {{id: fo/primary, max_output_tokens: 256, price: {{input: 1000, output: 2000}},
      deployments: [{{provider: fo-down, model: m, priority: 0}}, {{provider: fo-next, model: m, priority: 1}}]}}
@@ -85,6 +86,8 @@ models:
      deployments: [{{provider: fo-probe-a, model: m, priority: 0}}, {{provider: fo-probe-b, model: m, priority: 1}}]}}
   - {{id: fo/401, max_output_tokens: 256, price: {{input: 1000, output: 2000}},
      deployments: [{{provider: fo-401, model: m, priority: 0}}, {{provider: fo-401-b, model: m, priority: 1}}]}}
+  - {{id: fo/anthropic-down, max_output_tokens: 256, price: {{input: 1000, output: 2000}},
+     deployments: [{{provider: fo-anth, model: m}}]}}
 """
 
 
@@ -251,6 +254,21 @@ def test_all_failing_is_a_502_then_all_cooling_down_is_a_503(gw: Gateway, simula
     assert micros(gw.balance(account)["balance"]) == 100_000_000
 
 
+def test_anthropic_clients_get_502_and_503_in_their_own_envelope(gw: Gateway) -> None:
+    _, key = gw.account()
+    headers = {"x-api-key": key, "anthropic-version": "2023-06-01"}
+    body = {"model": "fo/anthropic-down", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]}
+    statuses = []
+    for _ in range(3):
+        r = httpx.post(gw.v1 + "/messages", json=body, headers=headers, timeout=20)
+        statuses.append(r.status_code)
+        assert r.json()["type"] == "error" and r.json()["error"]["message"], r.text
+    # two failures open the only deployment's breaker (failure_threshold 2)
+    assert statuses == [502, 502, 503]
+    assert r.json()["error"]["type"] == "overloaded_error"
+    assert int(r.headers["retry-after"]) >= 1
+
+
 def test_retry_after_from_an_upstream_429_is_respected(gw: Gateway, simulator: str) -> None:
     _, key = gw.account()
     # a 429 fails over at once, and the deployment is left alone for its Retry-After (5 s),
@@ -275,9 +293,12 @@ def test_retry_after_from_an_upstream_429_is_respected(gw: Gateway, simulator: s
 def test_a_hung_upstream_is_abandoned_at_the_first_byte_timeout(gw: Gateway, simulator: str, stream: bool) -> None:
     account, key = gw.account()
     before = received(simulator, "fo-hang", "fo-hang-b")
+    timeouts = metric(gw, "creditgate_failovers_total", deployment="fo-hang/m", reason="timeout_first_byte")
     body = chat_body("fo/hang", stream=stream)
+    # the total timeout is 60 s: a client that gives up after 15 s sees an answer only if the
+    # gateway gave up on the hung upstream at its first-byte timeout (0.5 s)
     with httpx.stream(
-        "POST", gw.v1 + "/chat/completions", json=body, headers={"authorization": f"Bearer {key}"}, timeout=20
+        "POST", gw.v1 + "/chat/completions", json=body, headers={"authorization": f"Bearer {key}"}, timeout=15
     ) as r:
         text = r.read().decode()
     assert r.status_code == 200, text
@@ -287,6 +308,7 @@ def test_a_hung_upstream_is_abandoned_at_the_first_byte_timeout(gw: Gateway, sim
     assert after["fo-hang"] - before["fo-hang"] == 1 and after["fo-hang-b"] - before["fo-hang-b"] == 1
     [record] = usage_records(gw, account)
     assert record["deployment"] == "fo-hang-b/m" and record["status"] == "ok"
+    assert metric(gw, "creditgate_failovers_total", deployment="fo-hang/m", reason="timeout_first_byte") == timeouts + 1
 
 
 def test_failovers_and_routing_decisions_show_in_metrics(gw: Gateway) -> None:
