@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 from tests.e2e.conftest import Gateway, launch_gateway, shutdown
-from tests.e2e.routing_support import chat_body, cost_micros, micros, post_chat, received, usage_records
+from tests.e2e.routing_support import chat_body, cost_micros, metric, micros, post_chat, received, usage_records
 
 # blended price = (3 x input + output) / 4: free 0, cheap 125, eye 1,250, coder 2,500, best 6,250
 PRICES = {
@@ -138,6 +138,12 @@ def test_auto_free_uses_only_free_models(ask: Ask, gw: Gateway) -> None:
 )
 def test_auto_reads_the_request(ask: Ask, body: dict[str, Any], chosen: str) -> None:
     assert ask("auto", **body) == chosen
+
+
+def test_routing_decisions_show_in_metrics(ask: Ask, gw: Gateway) -> None:
+    before = metric(gw, "creditgate_route_decisions_total", policy="auto-code", model="au/coder")
+    assert ask("auto", messages=CODE) == "au/coder"
+    assert metric(gw, "creditgate_route_decisions_total", policy="auto-code", model="au/coder") == before + 1
 
 
 def test_auto_respects_the_keys_allowed_models(ask: Ask) -> None:

@@ -162,3 +162,15 @@ def test_a_stream_cut_before_any_output_fails_over(
     [record] = usage_records(gw, account)
     assert record["status"] == "ok" and record["deployment"] == "st-spare/m"
     assert 100_000_000 - micros(gw.balance(account)["balance"]) == micros(record["cost"]) > 0
+
+
+def test_a_non_stream_request_dropped_unanswered_fails_over(gw: Gateway, simulator: str) -> None:
+    account, key = gw.account()
+    before = received(simulator, "st-cut-oa", "st-spare")
+    body = {"model": "st/cut", "messages": USER, "max_tokens": 50}
+    r = httpx.post(gw.v1 + "/chat/completions", json=body, headers={"authorization": f"Bearer {key}"}, timeout=20)
+    assert r.status_code == 200, r.text
+    after = received(simulator, "st-cut-oa", "st-spare")
+    assert after["st-cut-oa"] - before["st-cut-oa"] == 1 and after["st-spare"] - before["st-spare"] == 1
+    [record] = usage_records(gw, account)
+    assert record["deployment"] == "st-spare/m" and record["status"] == "ok"
