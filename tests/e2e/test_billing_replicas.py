@@ -1,5 +1,6 @@
 """Two gateway processes on one database, as behind a load balancer: a credit delivered to
-both at once with the same idempotency key is credited once, and both answer it."""
+both at once with the same idempotency key is credited once, and both answer it; spending
+through both stays within the balance (a known gap, marked xfail)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,16 @@ from collections.abc import Callable
 
 import httpx
 import pytest
-from tests.e2e.billing_support import assert_ledger_balances, fresh_pg, micros, transactions
+from tests.e2e.billing_support import (
+    assert_ledger_balances,
+    async_client,
+    fresh_pg,
+    micros,
+    price_of,
+    transactions,
+)
 from tests.e2e.conftest import ADMIN_TOKEN, Gateway
+from tests.e2e.test_billing_concurrency import COST_OF_ONE, REQUESTS, Result, one
 
 __all__ = ["fresh_pg"]  # a fixture, used by name
 
@@ -41,3 +50,27 @@ def test_same_credit_delivered_to_two_replicas_at_once_is_credited_once(replicas
     assert micros(a.balance(account_id)["topped_up"]) == 12_500_000
     balance, _ = assert_ledger_balances(a, account_id, key)
     assert balance == 12_500_000
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known gap: holds and cached balances are per process, so replicas sharing a database each "
+    "promise the same credits; requests past the balance are served and settle at 0 (no distributed holds yet)",
+)
+def test_replicas_do_not_serve_past_the_balance(replicas: tuple[Gateway, Gateway]) -> None:
+    a, b = replicas
+    granted = 20 * COST_OF_ONE
+    account_id, key = a.account(f"{granted / 1_000_000:.6f}")
+
+    async def spend() -> list[Result]:
+        async with async_client(a, key) as to_a, async_client(b, key) as to_b:
+            return list(
+                await asyncio.gather(
+                    *(one(to_a if n % 2 else to_b, n, n % 4 < 2, (n % 50) / 200) for n in range(REQUESTS))
+                )
+            )
+
+    served = [r for r in asyncio.run(spend()) if r.status == 200]
+    assert len(served) <= 20
+    assert all(r.tokens is not None and r.cost == price_of(*r.tokens) for r in served), "served for free"
+    assert_ledger_balances(a, account_id, key)
