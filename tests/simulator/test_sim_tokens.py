@@ -129,8 +129,9 @@ _message = st.builds(
     st.sampled_from(["system", "user", "assistant", "tool"]),
     st.one_of(_text, st.lists(_part, max_size=3)),
 )
+# integers a JSON body can carry (orjson writes 64 bits at most)
 _schema: Any = st.recursive(
-    st.one_of(st.integers(), st.booleans(), st.none(), _text),
+    st.one_of(st.integers(min_value=-(2**63), max_value=2**64 - 1), st.booleans(), st.none(), _text),
     lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(_text, inner, max_size=3)),
     max_leaves=8,
 )
