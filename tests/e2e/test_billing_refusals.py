@@ -248,3 +248,22 @@ def test_unknown_and_missing_keys(gateway: Gateway) -> None:
     assert error["type"] == "authentication_error"
     r = httpx.post(gateway.v1 + "/chat/completions", json=chat_body())
     assert "no API key" in envelope(r, 401)["message"]
+
+
+def test_sdks_are_told_not_to_retry_refusals_that_will_not_pass(gateway: Gateway) -> None:
+    """402 and 403 carry `x-should-retry: false`, so the SDKs' automatic retries do not
+    repeat them; a rate limit is left to retry after `Retry-After`."""
+    _, poor = gateway.account("0.01")
+    _, limited = gateway.account("5", rpm=1, models=["test/echo"])
+    headers = {"authorization": f"Bearer {poor}"}
+    r = httpx.post(gateway.v1 + "/chat/completions", json=chat_body(max_tokens=100), headers=headers)
+    envelope(r, 402)
+    assert r.headers["x-should-retry"] == "false"
+    headers = {"authorization": f"Bearer {limited}"}
+    r = httpx.post(gateway.v1 + "/chat/completions", json=chat_body(model="test/vision"), headers=headers)
+    envelope(r, 403)
+    assert r.headers["x-should-retry"] == "false"
+    assert httpx.post(gateway.v1 + "/chat/completions", json=chat_body(), headers=headers).status_code == 200
+    r = httpx.post(gateway.v1 + "/chat/completions", json=chat_body(), headers=headers)
+    envelope(r, 429)
+    assert int(r.headers["retry-after"]) >= 1 and r.headers.get("x-should-retry") != "false"

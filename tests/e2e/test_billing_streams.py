@@ -4,6 +4,8 @@ Anthropic dialect and several choices are billed at the catalog price of their t
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import anthropic
 import httpx
 import openai
@@ -19,9 +21,20 @@ from tests.e2e.billing_support import (
     sdk_error,
     usage_records,
 )
-from tests.e2e.conftest import Gateway
+from tests.e2e.conftest import Gateway, launch_gateway, shutdown
 
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "tell me a story"}]
+
+
+@pytest.fixture(scope="module")
+def gateway(simulator: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """A gateway of this module's own, so that no other test's failures have opened a
+    circuit breaker on the broken upstreams used here."""
+    gw = launch_gateway(simulator, tmp_path_factory.mktemp("billing-upstreams"))
+    try:
+        yield gw
+    finally:
+        shutdown(gw)
 
 
 def test_stream_cut_by_the_upstream_is_billed_for_what_it_produced(gateway: Gateway) -> None:
