@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -104,6 +104,18 @@ def has_output(chunk: JSON) -> bool:
     if text_bytes(chunk):
         return True
     return any(isinstance(c, dict) and c.get("finish_reason") for c in chunk.get("choices") or ())
+
+
+def output_cap(request: ChatRequest, model: CatalogModel) -> int:
+    """The most output tokens per choice that `model` may be asked for: the client's maximum,
+    lowered to the model's. The hold is quoted on it, and every upstream is held to it."""
+    return min(request.max_output_tokens or model.max_output_tokens, model.max_output_tokens)
+
+
+def capped(request: ChatRequest, model: CatalogModel) -> ChatRequest:
+    """The request as one deployment of `model` gets it: with the output cap the hold covers."""
+    cap = output_cap(request, model)
+    return request if request.max_output_tokens == cap else replace(request, max_output_tokens=cap)
 
 
 def completion_text_bytes(completion: JSON) -> int:
@@ -363,7 +375,7 @@ class Pipeline:
             prompt += cfg.image_tokens * count_images(list(messages))
         hold = 0
         for m in models:
-            out = min(request.max_output_tokens or m.max_output_tokens, m.max_output_tokens) * request.choices
+            out = output_cap(request, m) * request.choices
             hold = max(hold, m.price.bound(prompt_tokens=prompt, completion_tokens=out))
         return hold
 
@@ -407,7 +419,7 @@ class Pipeline:
         self, request: ChatRequest, model: CatalogModel, deployment: Deployment
     ) -> tuple[CatalogModel, Deployment, JSON]:
         provider = self.providers[deployment.provider.type]
-        resp = await self.pool.post(deployment.provider, provider.build_request(request, deployment))
+        resp = await self.pool.post(deployment.provider, provider.build_request(capped(request, model), deployment))
         data = await resp.read()
         if resp.status >= 400:
             raise provider.parse_error(resp.status, data, resp.retry_after)
@@ -415,7 +427,7 @@ class Pipeline:
 
     async def open_stream(self, request: ChatRequest, model: CatalogModel, deployment: Deployment) -> OpenStream:
         provider = self.providers[deployment.provider.type]
-        resp = await self.pool.post(deployment.provider, provider.build_request(request, deployment))
+        resp = await self.pool.post(deployment.provider, provider.build_request(capped(request, model), deployment))
         if resp.status >= 400:
             raise provider.parse_error(resp.status, await resp.read(), resp.retry_after)
         parser, decoder = SSEParser(), provider.stream_decoder(request, deployment)

@@ -78,11 +78,14 @@ def build_body(request: ChatRequest, model: str) -> JSON:
 
 
 def _max_tokens(request: ChatRequest) -> int:
+    """The body's maximum, held to the request's output cap (the pipeline sets that to what
+    the hold covers); the cap alone when the body has none."""
+    cap = request.max_output_tokens
     for key in ("max_completion_tokens", "max_tokens"):
         value = request.body.get(key)
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-            return value
-    return request.max_output_tokens or DEFAULT_MAX_TOKENS
+            return min(value, cap) if cap else value
+    return cap or DEFAULT_MAX_TOKENS
 
 
 def _sampling(body: JSON, out: JSON) -> None:

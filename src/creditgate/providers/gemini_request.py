@@ -231,7 +231,8 @@ def _generation_config(request: ChatRequest) -> JSON:
         config["seed"] = body["seed"]
     max_tokens = body.get("max_completion_tokens") or body.get("max_tokens") or request.max_output_tokens
     if isinstance(max_tokens, int) and max_tokens > 0:
-        config["maxOutputTokens"] = max_tokens
+        # Held to the request's output cap (the pipeline sets it to what the hold covers).
+        config["maxOutputTokens"] = min(max_tokens, request.max_output_tokens or max_tokens)
     stop = body.get("stop")
     sequences = [stop] if isinstance(stop, str) else stop if isinstance(stop, list) else []
     sequences = [s for s in sequences if isinstance(s, str) and s]

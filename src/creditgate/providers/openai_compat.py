@@ -1,7 +1,8 @@
 """OpenAI-compatible upstreams (OpenAI, DeepSeek, Mistral, Qwen, Moonshot, vLLM, Ollama...).
 
 The canonical request *is* an OpenAI body, so the request passes through: only the model
-name is swapped, gateway-only fields are dropped, streams always ask for usage, and a few
+name is swapped, gateway-only fields are dropped, the output is capped at what the hold
+covers (`max_completion_tokens`), streams always ask for usage, and a few
 vendor quirks (PROTOCOLS.md §H) are applied when the provider's config names them:
 
 - `developer_as_system`: `developer` messages become `system`;
@@ -29,6 +30,19 @@ GATEWAY_FIELDS = ("models", "cache", "no_cache")
 
 def _short_id(call_id: str) -> str:
     return hashlib.sha256(call_id.encode()).hexdigest()[:9]
+
+
+def _cap_output(body: JSON, cap: int | None) -> None:
+    """Hold the upstream to the output cap the hold was quoted on: lower a maximum above it,
+    and ask for it when the client asked for none."""
+    if not cap:
+        return
+    sent = [key for key in ("max_completion_tokens", "max_tokens") if body.get(key) is not None]
+    for key in sent:
+        if isinstance(body[key], int) and body[key] > cap:
+            body[key] = cap
+    if not sent:
+        body["max_completion_tokens"] = cap
 
 
 def _apply_quirks(body: JSON, quirks: frozenset[str]) -> None:
@@ -75,6 +89,7 @@ class OpenAIProvider:
         for name in GATEWAY_FIELDS:
             body.pop(name, None)
         body["model"] = deployment.upstream_model
+        _cap_output(body, request.max_output_tokens)
         if request.stream:
             body["stream"] = True
             options = body.get("stream_options")
