@@ -389,3 +389,22 @@ def test_missing_max_tokens_is_400(gateway: Gateway, key: str) -> None:
     assert r.status_code == 400
     assert r.json()["error"]["type"] == "invalid_request_error"
     assert "max_tokens" in r.json()["error"]["message"]
+
+
+# --- models -------------------------------------------------------------------------------------
+
+
+def test_models_list_in_the_anthropic_sdk(client: anthropic.Anthropic) -> None:
+    models = {m.id: m for m in client.models.list()}
+    assert {"test/echo", "test/claude", "test/gemini"} <= set(models)
+    claude = models["test/claude"]
+    assert claude.type == "model"
+    assert claude.display_name
+    assert claude.created_at.year >= 2024
+
+
+def test_models_retrieve_in_the_anthropic_sdk(client: anthropic.Anthropic) -> None:
+    model = client.models.retrieve("test/claude")
+    assert model.id == "test/claude" and model.type == "model" and model.display_name
+    with pytest.raises(anthropic.NotFoundError):
+        client.models.retrieve("test/nope")

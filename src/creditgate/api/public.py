@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -35,12 +36,21 @@ def _pricing(model: CatalogModel, currency: CurrencyConfig) -> dict[str, Any]:
     }
 
 
+def _rfc3339(unix: int) -> str:
+    return datetime.fromtimestamp(unix, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def openai_model(model: CatalogModel, currency: CurrencyConfig) -> dict[str, Any]:
+    """One model, in the fields of both SDKs: OpenAI's (`object`, `created`, `owned_by`) and
+    Anthropic's (`type`, `display_name`, `created_at`), plus prices and limits."""
     return {
         "id": model.id,
         "object": "model",
         "created": model.created,
         "owned_by": model.owned_by,
+        "type": "model",
+        "display_name": model.name,
+        "created_at": _rfc3339(model.created),
         "name": model.name,
         "context_window": model.context_window,
         "max_output_tokens": model.max_output_tokens,
@@ -60,12 +70,25 @@ def public_routes(
             "object": "model",
             "created": created.created if created else 0,
             "owned_by": "creditgate",
+            "type": "model",
+            "display_name": v["id"],
+            "created_at": _rfc3339(created.created if created else 0),
             "description": v.get("description", ""),
             "virtual": True,
         }
         for v in router.virtual_models()
     ]
-    models_body = orjson.dumps({"object": "list", "data": [openai_model(m, currency) for m in catalog] + virtual})
+    listed = [openai_model(m, currency) for m in catalog] + virtual
+    # One page in the shapes of both SDKs (Anthropic's pages by `has_more` and `last_id`).
+    models_body = orjson.dumps(
+        {
+            "object": "list",
+            "data": listed,
+            "has_more": False,
+            "first_id": listed[0]["id"] if listed else None,
+            "last_id": listed[-1]["id"] if listed else None,
+        }
+    )
     simple_body = orjson.dumps(
         {
             "currency": currency.code,
