@@ -12,6 +12,7 @@
     ├── UpstreamError                an upstream answered with an error or broke; carries the
     │                                upstream status so routing can decide to fail over
     ├── AllUpstreamsFailed           502 upstream_error
+    │   └── AllUpstreamsTimedOut     504 timeout_error          (the last one timed out)
     ├── NoDeployment                 503 service_unavailable
     └── UpstreamTimeout              504 timeout_error
 
@@ -146,6 +147,14 @@ class AllUpstreamsFailed(GatewayError):
     status = 502
     type = "upstream_error"
     default_code = "upstream_failed"
+
+
+class AllUpstreamsTimedOut(AllUpstreamsFailed):
+    """Every deployment tried failed, the last by not answering in time."""
+
+    status = 504
+    type = "timeout_error"
+    default_code = "upstream_timeout"
 
 
 class NoDeployment(GatewayError):

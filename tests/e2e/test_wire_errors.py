@@ -39,6 +39,8 @@ MODELS = """\
      deployments: [{{provider: sim-anthropic-400, model: claude-sim}}]}}
   - {{id: err/gemini-bad, max_output_tokens: 256, price: {{input: 1000, output: 2000}},
      deployments: [{{provider: sim-gemini-400, model: gemini-sim}}]}}
+  - {{id: err/hang, max_output_tokens: 256, price: {{input: 1000, output: 2000}},
+     deployments: [{{provider: sim-hang, model: sim-hang}}]}}
 """
 CUT = ["test/cut", "err/claude-cut", "err/gemini-cut"]
 BROKEN_MID_STREAM = ["err/openai-error", "err/claude-error"]
@@ -130,6 +132,15 @@ def test_upstream_400_is_400_in_both_dialects(gw: Gateway, key: str, model: str)
         pytest.raises(anthropic.BadRequestError),
     ):
         client.messages.create(model=model, max_tokens=32, messages=HELLO)
+
+
+def test_upstream_that_never_answers_is_504_in_both_dialects(gw: Gateway, key: str) -> None:
+    """`sim-hang` gives up after 1 s without a first byte."""
+    error = assert_openai_error(post(gw, "/v1/chat/completions", key, {"model": "err/hang", "messages": HELLO}), 504)
+    assert error["type"] == "timeout_error"
+    assert "in time" in error["message"]
+    r = post(gw, "/v1/messages", key, {"model": "err/hang", "max_tokens": 32, "messages": HELLO, "stream": True})
+    assert_anthropic_error(r, 504, "timeout_error")
 
 
 # --- failures after the stream started ---------------------------------------------------------

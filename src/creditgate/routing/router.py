@@ -43,11 +43,13 @@ from creditgate.catalog import Catalog, CatalogModel, Deployment
 from creditgate.config import ServerConfig
 from creditgate.errors import (
     AllUpstreamsFailed,
+    AllUpstreamsTimedOut,
     Forbidden,
     GatewayError,
     NoDeployment,
     NotFound,
     UpstreamError,
+    UpstreamTimeout,
 )
 from creditgate.metrics import Metrics
 from creditgate.money import format_amount
@@ -354,7 +356,8 @@ class Router:
         self, tried: int, last: UpstreamError | None, models: Sequence[CatalogModel] | None = None
     ) -> GatewayError:
         """The error to raise when `attempts` ran out: NoDeployment (503) when nothing could
-        be tried, AllUpstreamsFailed (502) when everything tried failed."""
+        be tried, AllUpstreamsFailed (502) when everything tried failed (504 when the last
+        one timed out)."""
         if tried == 0 or last is None:
             return self.no_deployment(models)
         return self.all_failed(tried, last)
@@ -365,7 +368,8 @@ class Router:
         headers = {}
         if last.retry_after:
             headers["retry-after"] = str(max(1, math.ceil(last.retry_after)))
-        return AllUpstreamsFailed(
+        failed = AllUpstreamsTimedOut if isinstance(last, UpstreamTimeout) else AllUpstreamsFailed
+        return failed(
             f"the upstream failed: tried {tried} {plural}, the last one failed with {what}: {last.message}",
             headers=headers,
         )
