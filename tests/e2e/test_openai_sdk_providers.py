@@ -5,7 +5,9 @@ and the requests the gateway sent upstream are valid in the upstream's own proto
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable, Iterator
+from decimal import Decimal
 from typing import Any
 
 import openai
@@ -156,6 +158,33 @@ def test_cache_true_marks_the_anthropic_request(client: openai.OpenAI, upstream:
     assert "cache" not in body
     marked = json.dumps(body).count('"cache_control"')
     assert marked >= 1, body
+
+
+def test_cached_prompt_is_read_back_at_the_cached_price(client: openai.OpenAI) -> None:
+    """test/claude prices: input 1,000, cache write 1,250, cached input 100, output 2,000
+    micros a token. The first call writes the cache, the second reads it."""
+    system = f"Standing instructions {uuid.uuid4()}. " + "Follow the house style. " * 100
+    messages: list[Any] = [{"role": "system", "content": system}, {"role": "user", "content": "hi"}]
+    costs = []
+    for expect in ("cache_write_tokens", "cached_tokens"):
+        raw = client.chat.completions.with_raw_response.create(
+            model="test/claude", messages=messages, extra_body={"cache": True}
+        )
+        usage = json.loads(raw.content)["usage"]
+        details = usage["prompt_tokens_details"]
+        assert details.get(expect) == usage["prompt_tokens"] > 0, usage
+        price = 1250 if expect == "cache_write_tokens" else 100
+        cost = Decimal(usage["prompt_tokens"] * price + usage["completion_tokens"] * 2000) / 1_000_000
+        assert Decimal(str(usage["cost"])) == cost
+        assert Decimal(raw.headers["x-creditgate-cost"]) == cost
+        costs.append(cost)
+    assert costs[1] < costs[0]
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_stream_without_include_usage_has_no_usage_chunk(client: openai.OpenAI, model: str) -> None:
+    chunks = list(client.chat.completions.create(model=model, messages=HELLO, stream=True))
+    assert chunks and all(c.usage is None and c.choices for c in chunks)
 
 
 def test_without_cache_nothing_is_marked(client: openai.OpenAI, upstream: Upstream) -> None:
