@@ -108,10 +108,12 @@ class SqliteSettlements:
     async def apply(self, batch: list[Settlement]) -> list[Settled | Exception]:
         """Write the batch in one transaction, each settlement in a savepoint of its own;
         raise if the transaction as a whole could not commit."""
+        loop = asyncio.get_running_loop()
+        if len(batch) > 1:
+            return await loop.run_in_executor(self._thread, self._write, batch, True)
         try:
             return self._write(batch, wait=False)
         except LockBusy:
-            loop = asyncio.get_running_loop()
             return await loop.run_in_executor(self._thread, self._write, batch, True)
 
     async def close(self) -> None:
