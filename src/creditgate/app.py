@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import logging
+import os
 import secrets
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -41,19 +44,39 @@ log = logging.getLogger("creditgate")
 BillingFactory = Callable[[Settings, Catalog, "Redis | None"], Awaitable[Any]]
 
 
+class RequestIds:
+    """Request ids that sort by time: `req_`, then 12 hex digits of Unix milliseconds, 6 of a
+    number drawn at random once per process and 6 of a counter. A request id is its
+    settlement's idempotency key, so ids that grow with time keep the inserts into the unique
+    indexes of usage and transactions at the right-hand edge of the B-tree (few pages touched
+    per commit), and making one needs no system call."""
+
+    def __init__(self) -> None:
+        self._reseed()
+        os.register_at_fork(after_in_child=self._reseed)
+
+    def _reseed(self) -> None:
+        self._node = secrets.randbits(24)
+        self._count = itertools.count(secrets.randbits(24))
+
+    def __call__(self) -> str:
+        return f"req_{time.time_ns() // 1_000_000:012x}{self._node:06x}{next(self._count) & 0xFFFFFF:06x}"
+
+
 class RequestIdMiddleware:
     """Gives each request an id (`scope["state"]`, and on every response both `x-request-id`
     and `request-id`, the header the Anthropic SDKs read), and answers 500 in the OpenAI
     envelope if anything escapes a route before it responded."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, ids: RequestIds | None = None) -> None:
         self.app = app
+        self.new_id = ids or RequestIds()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = "req_" + secrets.token_hex(12)
+        request_id = self.new_id()
         scope.setdefault("state", {})["request_id"] = request_id
         rid = request_id.encode()
         started = False
@@ -100,6 +123,7 @@ class Gateway(Starlette):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.chat_routes: dict[str, ASGIApp] = {}
+        self.request_ids = RequestIds()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
@@ -197,7 +221,7 @@ def create_app(settings: Settings, *, billing_factory: BillingFactory = default_
     for r in docs_routes():
         app.router.routes.append(r)
     app.router.routes.append(Route("/metrics", _metrics_endpoint(metrics), methods=["GET"]))
-    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(RequestIdMiddleware, ids=app.request_ids)
     return app
 
 
@@ -226,7 +250,10 @@ def _mount_late_routes(app: Starlette, s: Services) -> None:
     app.router.routes[:0] = late
     if isinstance(app, Gateway):
         app.chat_routes.update(
-            {"/v1/chat/completions": RequestIdMiddleware(chat), "/v1/messages": RequestIdMiddleware(messages)}
+            {
+                "/v1/chat/completions": RequestIdMiddleware(chat, app.request_ids),
+                "/v1/messages": RequestIdMiddleware(messages, app.request_ids),
+            }
         )
 
 
