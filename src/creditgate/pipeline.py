@@ -118,6 +118,16 @@ def capped(request: ChatRequest, model: CatalogModel) -> ChatRequest:
     return request if request.max_output_tokens == cap else replace(request, max_output_tokens=cap)
 
 
+def same_stream(usage_chunk: JSON, first: list[JSON]) -> JSON:
+    """The usage chunk with the id, created time and fingerprint of the stream's other chunks
+    (clients group chunks by id)."""
+    head = first[0] if first else {}
+    for key in ("id", "created", "system_fingerprint"):
+        if head.get(key) is not None:
+            usage_chunk[key] = head[key]
+    return usage_chunk
+
+
 def completion_text_bytes(completion: JSON) -> int:
     n = 0
     for choice in completion.get("choices") or ():
@@ -302,7 +312,7 @@ class Pipeline:
         if failure is not None:
             yield encoder.error(failure, reservation.request_id)
         else:
-            yield encoder.end(usage_chunk)
+            yield encoder.end(same_stream(usage_chunk, s.first))
 
     def verdict(self, s: OpenStream, failure: UpstreamError | None, usage: Usage | None) -> None:
         """Tell the router how a stream's deployment did, now that the stream is over."""

@@ -92,6 +92,19 @@ def test_streamed_with_usage(
     upstream_body(upstream, model, schema_errors)
 
 
+@pytest.mark.parametrize("model", ["test/echo", *MODELS])
+def test_every_chunk_of_a_stream_has_the_same_id(client: openai.OpenAI, model: str) -> None:
+    """id, created, model and system_fingerprint repeat on every chunk, the usage chunk too."""
+    chunks = list(
+        client.chat.completions.create(model=model, messages=HELLO, stream=True, stream_options={"include_usage": True})
+    )
+    assert chunks[-1].usage is not None
+    assert len({c.id for c in chunks}) == 1, [c.id for c in chunks]
+    assert len({c.created for c in chunks}) == 1
+    assert {c.model for c in chunks} == {model}
+    assert len({c.system_fingerprint for c in chunks}) == 1
+
+
 @pytest.mark.parametrize("model", MODELS)
 def test_tool_call(client: openai.OpenAI, model: str, upstream: Upstream, schema_errors: SchemaErrors) -> None:
     completion = client.chat.completions.create(
