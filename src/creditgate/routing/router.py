@@ -253,6 +253,8 @@ class Router:
         best = min(d.priority for d in ready)
         tier = [d for d in ready if d.priority == best]
         weighted = [d for d in tier if d.weight > 0]
+        if len(weighted) == 1:
+            return weighted[0]
         if not weighted:
             return self.rng.choice(tier)
         return self.rng.choices(weighted, weights=[d.weight for d in weighted])[0]
