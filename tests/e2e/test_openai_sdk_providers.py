@@ -146,6 +146,33 @@ def test_streamed_tool_call(client: openai.OpenAI, model: str, upstream: Upstrea
     upstream_body(upstream, model, schema_errors)
 
 
+@pytest.mark.parametrize("model", ["test/echo", *MODELS])
+def test_non_ascii_tool_arguments_survive_translation_and_streaming(client: openai.OpenAI, model: str) -> None:
+    place = "Zürich 🌍 東京"
+    tool: ChatCompletionToolParam = {
+        "type": "function",
+        "function": {
+            "name": "pick",
+            "parameters": {
+                "type": "object",
+                "properties": {"place": {"type": "string", "enum": [place]}},
+                "required": ["place"],
+            },
+        },
+    }
+    messages: list[Any] = [{"role": "user", "content": "Grüße 👋"}]
+    completion = client.chat.completions.create(model=model, messages=messages, tools=[tool], tool_choice="required")
+    calls = completion.choices[0].message.tool_calls
+    assert calls and calls[0].type == "function"
+    assert json.loads(calls[0].function.arguments) == {"place": place}
+    chunks = list(
+        client.chat.completions.create(
+            model=model, messages=messages, tools=[tool], tool_choice="required", stream=True
+        )
+    )
+    assert json.loads(assembled_tool_calls(chunks)[0]["arguments"]) == {"place": place}
+
+
 def test_tool_result_round_trip(client: openai.OpenAI, upstream: Upstream, schema_errors: SchemaErrors) -> None:
     """An agent loop's second turn: the assistant's tool call and its result go back upstream
     in each protocol's form, and the model answers in text."""
