@@ -88,6 +88,8 @@ class BillingService(Operations):
         self._last_event = 0
         self._tasks: list[asyncio.Task[None]] = []
         self.writer: GroupCommitWriter | None = None
+        self._day = date.min
+        self._day_starts = self._day_ends = datetime.min.replace(tzinfo=UTC)
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -149,7 +151,16 @@ class BillingService(Operations):
         return datetime.now(UTC)
 
     def billing_day(self, now: datetime) -> date:
-        return now.astimezone(self.tz).date()
+        """The day in the billing timezone; the current day is remembered with its bounds,
+        so the hot path does no timezone arithmetic."""
+        aware = now.tzinfo is not None
+        if aware and self._day_starts <= now < self._day_ends:
+            return self._day
+        day = now.astimezone(self.tz).date()
+        if aware:
+            self._day, self._day_starts = day, self.day_start(day)
+            self._day_ends = self.day_start(day + timedelta(days=1))
+        return day
 
     def day_start(self, day: date) -> datetime:
         return datetime.combine(day, time.min, self.tz).astimezone(UTC)
@@ -285,8 +296,9 @@ class BillingService(Operations):
     # --- Billing: reserve -----------------------------------------------------------------
 
     async def reserve(self, principal: Principal, model: CatalogModel, hold: int, request_id: str) -> Reservation:
+        state: AccountState | None = None
         if principal.kind == "account":
-            await self.account_state(principal.account_id)  # refusal() reads the cached state
+            state = await self.account_state(principal.account_id)  # refusal() reads the cached state
         reason = self.refusal(principal, model)
         if reason:
             raise Forbidden(reason, param="model", code="model_not_allowed")
@@ -301,7 +313,8 @@ class BillingService(Operations):
                     f"this API key allows {record.rpm} requests per minute; retry in {int(wait) + 1} s",
                     retry_after=int(wait) + 1,
                 )
-        state = await self.account_state(principal.account_id)
+        if state is None or self._accounts.get(principal.account_id) is not state:
+            state = await self.account_state(principal.account_id)  # reloaded during the rate limit
         in_flight = self._trial_in_flight.get(state.id, 0)
         if "cheap" in model.tags and state.trial_calls_left - in_flight > 0:
             self._trial_in_flight[state.id] = in_flight + 1
@@ -435,6 +448,11 @@ class BillingService(Operations):
             return
         state = self._accounts.get(s.account_id)
         if state is None:
+            return
+        if result.charged < s.charge:
+            # The lots held less than this copy said: another process sharing the database
+            # spent them. Reload the account before its next hold instead of serving on it.
+            self.forget_account(s.account_id)
             return
         state.roll_day(self.billing_day(s.at))
         state.consume(result.consumed)
