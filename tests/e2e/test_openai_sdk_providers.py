@@ -10,11 +10,12 @@ from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import Any
 
+import httpx
 import openai
 import pytest
 from openai.types.chat import ChatCompletionToolParam
 from tests.e2e.conftest import Gateway
-from tests.e2e.sdk_support import Upstream, assembled_tool_calls
+from tests.e2e.sdk_support import Upstream, assembled_tool_calls, openai_chunks
 
 SchemaErrors = Callable[[Any, str], list[str]]
 
@@ -90,6 +91,43 @@ def test_streamed_with_usage(
     assert usage.prompt_tokens > 0 and usage.completion_tokens > 0
     assert usage.model_extra is not None and float(usage.model_extra["cost"]) > 0
     upstream_body(upstream, model, schema_errors)
+
+
+RAW_CASES: dict[str, dict[str, Any]] = {
+    "text": {"messages": HELLO},
+    "usage": {"messages": HELLO, "stream_options": {"include_usage": True}},
+    "tools": {
+        "messages": [{"role": "user", "content": "Weather?"}],
+        "tools": [WEATHER],
+        "tool_choice": "required",
+        "stream_options": {"include_usage": True},
+    },
+    "json": {"messages": HELLO, "response_format": {"type": "json_object"}},
+}
+
+
+@pytest.mark.parametrize("case", sorted(RAW_CASES))
+@pytest.mark.parametrize("model", ["test/echo", *MODELS])
+def test_every_raw_stream_chunk_is_valid(gateway: Gateway, model: str, case: str, schema_errors: SchemaErrors) -> None:
+    key = gateway.account(credits="10")[1]
+    with httpx.stream(
+        "POST",
+        gateway.v1 + "/chat/completions",
+        json={"model": model, "stream": True, **RAW_CASES[case]},
+        headers={"authorization": f"Bearer {key}"},
+        timeout=30,
+    ) as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/event-stream")
+        assert r.headers.get("content-encoding") is None
+        chunks, done = openai_chunks(r.read())
+    assert done and chunks
+    for chunk in chunks:
+        assert chunk["object"] == "chat.completion.chunk"
+        assert schema_errors(chunk, "openai:CreateChatCompletionStreamResponse") == [], chunk
+    assert chunks[0]["choices"][0]["delta"].get("role") == "assistant"
+    roles = [c["choices"][0]["delta"].get("role") for c in chunks if c["choices"]]
+    assert roles.count("assistant") == 1, "the role belongs in the first delta only"
 
 
 @pytest.mark.parametrize("model", ["test/echo", *MODELS])
