@@ -4,6 +4,7 @@ Anthropic dialect and several choices are billed at the catalog price of their t
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
 import anthropic
@@ -20,6 +21,7 @@ from tests.e2e.billing_support import (
     price_of,
     sdk_error,
     usage_records,
+    wait_for,
 )
 from tests.e2e.conftest import Gateway, launch_gateway, shutdown
 
@@ -135,3 +137,45 @@ def test_anthropic_dialect_is_billed_like_openai(gateway: Gateway, stream: bool)
     assert caught.value.status_code == 402
     body = caught.value.response.json()
     assert body["type"] == "error" and body["error"]["type"] and "not enough credits" in body["error"]["message"]
+
+
+def test_many_clients_dropping_streams_at_once_each_pay_for_their_part(gateway: Gateway) -> None:
+    """Twenty slow streams at once (40 tokens a second); client n leaves after 5 + n chunks."""
+    account_id, key = gateway.account("60")  # a hold of about 2 INR each
+
+    async def drop(http: httpx.AsyncClient, n: int) -> tuple[str, int]:
+        body = chat_body(f"story {n}", model="test/slow", stream=True)
+        async with http.stream("POST", gateway.v1 + "/chat/completions", json=body) as r:
+            assert r.status_code == 200
+            received, seen = b"", 0
+            async for line in r.aiter_lines():
+                if not line.startswith("data: {"):
+                    continue
+                chunk = orjson.loads(line[6:])
+                for choice in chunk.get("choices") or ():
+                    received += (choice["delta"].get("content") or "").encode()
+                seen += 1
+                if seen == 5 + n:
+                    break
+        return r.headers["x-request-id"], len(received)
+
+    async def run() -> list[tuple[str, int]]:
+        async with httpx.AsyncClient(headers={"authorization": f"Bearer {key}"}, timeout=30) as http:
+            return list(await asyncio.gather(*(drop(http, n) for n in range(20))))
+
+    dropped = dict(asyncio.run(run()))
+    records = wait_for(
+        lambda: (recs := usage_records(gateway, account_id)) and len(recs) == 20 and recs,
+        what="twenty usage records",
+    )
+    by_request = {r["request_id"]: r for r in records}
+    assert set(by_request) == set(dropped)
+    for request_id, received_bytes in dropped.items():
+        record = by_request[request_id]
+        assert record["status"] == "disconnected" and record["estimated"] is True
+        assert record["completion_tokens"] >= -(-received_bytes // 4) > 0
+        assert record["completion_tokens"] < 100  # far from the 200 tokens a whole reply has
+        assert micros(record["cost"]) == price_of(record["prompt_tokens"], record["completion_tokens"])
+        assert 0 < micros(record["cost"]) < micros(record["hold"])
+    _, charges = assert_ledger_balances(gateway, account_id, key)
+    assert charges == sum(micros(r["cost"]) for r in records)
