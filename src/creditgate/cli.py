@@ -15,6 +15,7 @@ from rich.console import Console
 from starlette.types import ASGIApp
 
 from creditgate.config import ConfigError, Settings, load_settings
+from creditgate.http_protocol import HttpProtocol
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -41,7 +42,7 @@ def _uvicorn_config(app: ASGIApp, host: str, port: int) -> uvicorn.Config:
         host=host,
         port=port,
         loop="uvloop",
-        http="httptools",
+        http=HttpProtocol,
         access_log=False,
         log_level="warning",
         lifespan="on",
@@ -82,7 +83,7 @@ def serve(
             port=port,
             workers=workers,
             loop="uvloop",
-            http="httptools",
+            http=HttpProtocol,
             access_log=False,
             log_level="warning",
             timeout_keep_alive=30,

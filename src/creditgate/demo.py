@@ -10,6 +10,7 @@ from pathlib import Path
 import uvicorn
 
 from creditgate.config import EnvSettings, load_settings
+from creditgate.http_protocol import HttpProtocol
 
 DEMO_CONFIG = Path(__file__).with_name("demo.yaml")
 DEMO_CREDITS = 1_000 * 1_000_000  # 1,000 units of the demo currency, in micros
@@ -31,7 +32,7 @@ async def run_demo(*, host: str, port: int, sim_port: int, database: str) -> Non
         app = create_app(settings)
         server = uvicorn.Server(
             uvicorn.Config(
-                app, host=host, port=port, http="httptools", access_log=False, log_level="warning", lifespan="on"
+                app, host=host, port=port, http=HttpProtocol, access_log=False, log_level="warning", lifespan="on"
             )
         )
         serving = asyncio.ensure_future(server.serve())
