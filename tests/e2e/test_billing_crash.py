@@ -1,11 +1,12 @@
 """`kill -9` under load: a gateway process serving a steady stream of paid requests is killed
 with SIGKILL and started again on the same database. Every response a client received whole
 has exactly one charge, at the cost it showed; nothing is charged twice; the ledger balances
-and no hold survives the restart."""
+and no hold survives the restart. A graceful stop (SIGTERM) lets streams in flight finish."""
 
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -123,4 +124,38 @@ def test_sigkill_under_load_loses_no_charge_and_charges_nothing_twice(crash_gate
     assert completion.usage is not None
     cost = micros(completion.usage.model_dump()["cost"])
     assert micros(credits(gw, key)["balance"]) == balance - cost
+    assert_ledger_balances(gw, account_id, key)
+
+
+def test_graceful_stop_finishes_streams_in_flight_and_charges_them(gateway_factory: Callable[..., Gateway]) -> None:
+    """SIGTERM while five slow streams run: they finish whole, and each is charged once."""
+    gw = gateway_factory()
+    account_id, key = gw.account("60")
+    assert gw.proc is not None
+
+    async def read(http: httpx.AsyncClient, n: int) -> tuple[str, list[str]]:
+        body = chat_body(f"story {n}", model="test/slow", stream=True, stream_options={"include_usage": True})
+        async with http.stream("POST", gw.v1 + "/chat/completions", json=body) as r:
+            assert r.status_code == 200
+            return r.headers["x-request-id"], [line[6:] async for line in r.aiter_lines() if line.startswith("data: ")]
+
+    async def run() -> list[tuple[str, list[str]]]:
+        async with httpx.AsyncClient(headers={"authorization": f"Bearer {key}"}, timeout=30) as http:
+            tasks = [asyncio.create_task(read(http, n)) for n in range(5)]
+            await asyncio.sleep(0.5)  # the streams are under way
+            assert gw.proc is not None
+            gw.proc.send_signal(signal.SIGTERM)
+            return list(await asyncio.gather(*tasks))
+
+    streams = asyncio.run(run())
+    gw.proc.wait(30)
+    gw.start()
+    records = {r["request_id"]: r for r in usage_records(gw, account_id)}
+    assert set(records) == {request_id for request_id, _ in streams}
+    for request_id, events in streams:
+        assert events[-1] == "[DONE]"
+        usage = orjson.loads(events[-2])["usage"]
+        assert usage["completion_tokens"] == 200
+        assert records[request_id]["status"] == "ok"
+        assert micros(records[request_id]["cost"]) == micros(usage["cost"])
     assert_ledger_balances(gw, account_id, key)
