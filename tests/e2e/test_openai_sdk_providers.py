@@ -211,6 +211,54 @@ def test_non_ascii_tool_arguments_survive_translation_and_streaming(client: open
     assert json.loads(assembled_tool_calls(chunks)[0]["arguments"]) == {"place": place}
 
 
+PERSON = {
+    "type": "object",
+    "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+    "required": ["name", "age"],
+}
+FORMATS: dict[str, Any] = {
+    "json_object": {"type": "json_object"},
+    "json_schema": {"type": "json_schema", "json_schema": {"name": "person", "schema": PERSON}},
+}
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+@pytest.mark.parametrize("fmt", sorted(FORMATS))
+@pytest.mark.parametrize("model", MODELS)
+def test_json_mode_returns_json(client: openai.OpenAI, model: str, fmt: str, stream: bool) -> None:
+    messages: list[Any] = [{"role": "user", "content": "Describe a person."}]
+    if stream:
+        chunks = list(
+            client.chat.completions.create(model=model, messages=messages, response_format=FORMATS[fmt], stream=True)
+        )
+        text = "".join(ch.delta.content or "" for c in chunks for ch in c.choices)
+        finishes = [ch.finish_reason for c in chunks for ch in c.choices if ch.finish_reason]
+    else:
+        completion = client.chat.completions.create(model=model, messages=messages, response_format=FORMATS[fmt])
+        assert not completion.choices[0].message.tool_calls
+        text = completion.choices[0].message.content or ""
+        finishes = [completion.choices[0].finish_reason]
+    value = json.loads(text)
+    assert isinstance(value, dict)
+    if fmt == "json_schema":
+        assert isinstance(value["name"], str) and isinstance(value["age"], int)
+    assert finishes == ["stop"]
+
+
+def test_json_object_with_tools_leaves_the_model_free_to_call_them(client: openai.OpenAI, upstream: Upstream) -> None:
+    completion = client.chat.completions.create(
+        model="test/claude",
+        messages=[{"role": "user", "content": "What is the get_weather in Paris?"}],
+        tools=[WEATHER],
+        response_format={"type": "json_object"},
+    )
+    sent = upstream.last("/v1/messages")["body"]
+    assert [t["name"] for t in sent["tools"]] == ["get_weather"]
+    assert sent.get("tool_choice", {}).get("type", "auto") == "auto"
+    calls = completion.choices[0].message.tool_calls
+    assert calls and calls[0].type == "function" and calls[0].function.name == "get_weather"
+
+
 def test_tool_result_round_trip(client: openai.OpenAI, upstream: Upstream, schema_errors: SchemaErrors) -> None:
     """An agent loop's second turn: the assistant's tool call and its result go back upstream
     in each protocol's form, and the model answers in text."""

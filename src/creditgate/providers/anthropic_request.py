@@ -5,7 +5,8 @@ The differences this bridges (PROTOCOLS.md §F, §H): the system prompt is a top
 user turn, tool-call arguments are objects rather than JSON strings, empty text blocks are
 rejected, temperature tops out at 1, and there is no JSON mode, so `response_format` is
 emulated: `json_schema` forces a tool whose input schema is the schema (the tool call is
-turned back into text on the way out) and `json_object` adds a system instruction.
+turned back into text on the way out); `json_object` adds a system instruction, and forces
+the same tool with any object as its schema when the request has no tools of its own.
 """
 
 from __future__ import annotations
@@ -51,7 +52,9 @@ def build_body(request: ChatRequest, model: str) -> JSON:
     _sampling(body, out)
     tools = _tools(body.get("tools"))
     tool_choice = _tool_choice(body.get("tool_choice"))
-    if rf_type == "json_schema" and isinstance(response_format, dict):
+    # json_object is forced through the same tool (any object) unless the client brought tools
+    # of its own, which the model must stay free to call; then the instruction alone asks.
+    if isinstance(response_format, dict) and (rf_type == "json_schema" or (rf_type == "json_object" and not tools)):
         spec = response_format.get("json_schema") or {}
         schema = spec.get("schema") if isinstance(spec, dict) else None
         tools.append(
