@@ -323,6 +323,16 @@ def test_stream_helper_assembles_tool_input(client: anthropic.Anthropic, model: 
 # --- auth and errors ---------------------------------------------------------------------------
 
 
+def test_beta_messages(client: anthropic.Anthropic) -> None:
+    """The SDK's beta namespace posts to /v1/messages?beta=true with an anthropic-beta header."""
+    message = client.beta.messages.create(
+        model="test/claude", max_tokens=32, messages=HELLO, betas=["prompt-caching-2024-07-31"]
+    )
+    assert message.content[0].type == "text" and message.content[0].text
+    with client.beta.messages.stream(model="test/gemini", max_tokens=32, messages=HELLO) as stream:
+        assert "".join(stream.text_stream)
+
+
 def test_key_as_x_api_key(gateway: Gateway, key: str) -> None:
     r = raw_messages(gateway, {"x-api-key": key}, {"model": "test/echo", "max_tokens": 32, "messages": HELLO})
     assert r.status_code == 200, r.text

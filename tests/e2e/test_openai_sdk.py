@@ -315,9 +315,10 @@ def test_no_key_is_401(gateway: Gateway) -> None:
     assert "key" in error["message"].lower()
 
 
-def test_wrong_key_is_401_in_the_sdk(gateway: Gateway) -> None:
+@pytest.mark.parametrize("wrong", ["sk-wrong-key", "sk-" + "0" * 64], ids=["malformed", "unknown"])
+def test_wrong_key_is_401_in_the_sdk(gateway: Gateway, wrong: str) -> None:
     with (
-        openai.OpenAI(base_url=gateway.v1, api_key="sk-wrong-key", max_retries=0) as c,
+        openai.OpenAI(base_url=gateway.v1, api_key=wrong, max_retries=0) as c,
         pytest.raises(openai.AuthenticationError) as info,
     ):
         c.chat.completions.create(model="test/echo", messages=HELLO)
