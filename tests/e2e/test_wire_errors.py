@@ -15,6 +15,7 @@ import httpx
 import openai
 import orjson
 import pytest
+from tests.conftest import free_port
 from tests.e2e.conftest import CONFIG, Gateway, launch_gateway, shutdown
 from tests.e2e.sdk_support import assert_openai_error, openai_chunks, sse_events
 
@@ -25,6 +26,11 @@ PROVIDERS = """\
   - {{id: sim-anthropic-error, type: anthropic, base_url: "{sim}/x/error_after=3,tokens=20,tps=200", api_key: sim-key}}
   - {{id: sim-anthropic-400, type: anthropic, base_url: "{sim}/x/status=400", api_key: sim-key}}
   - {{id: sim-gemini-400, type: gemini, base_url: "{sim}/x/status=400", api_key: sim-key}}
+"""
+# A port nobody listens on: connections are refused.
+REFUSED_PORT = free_port()
+PROVIDERS += f"""\
+  - {{{{id: sim-refused, type: openai, base_url: "http://127.0.0.1:{REFUSED_PORT}/v1", api_key: sim-key}}}}
 """
 MODELS = """\
   - {{id: err/claude-cut, max_output_tokens: 256, price: {{input: 1000, output: 2000}},
@@ -41,6 +47,8 @@ MODELS = """\
      deployments: [{{provider: sim-gemini-400, model: gemini-sim}}]}}
   - {{id: err/hang, max_output_tokens: 256, price: {{input: 1000, output: 2000}},
      deployments: [{{provider: sim-hang, model: sim-hang}}]}}
+  - {{id: err/refused, max_output_tokens: 256, price: {{input: 1000, output: 2000}},
+     deployments: [{{provider: sim-refused, model: sim-refused}}]}}
 """
 CUT = ["test/cut", "err/claude-cut", "err/gemini-cut"]
 BROKEN_MID_STREAM = ["err/openai-error", "err/claude-error"]
@@ -132,6 +140,15 @@ def test_upstream_400_is_400_in_both_dialects(gw: Gateway, key: str, model: str)
         pytest.raises(anthropic.BadRequestError),
     ):
         client.messages.create(model=model, max_tokens=32, messages=HELLO)
+
+
+def test_upstream_refusing_connections_is_502_without_its_address(gw: Gateway, key: str) -> None:
+    for stream in (False, True):
+        body = {"model": "err/refused", "messages": HELLO, "stream": stream}
+        r = post(gw, "/v1/chat/completions", key, body)
+        error = assert_openai_error(r, 502)
+        assert "connect" in error["message"]
+        assert str(REFUSED_PORT) not in r.text and "127.0.0.1" not in r.text
 
 
 def test_upstream_that_never_answers_is_504_in_both_dialects(gw: Gateway, key: str) -> None:
