@@ -120,6 +120,8 @@ def test_every_raw_stream_chunk_is_valid(gateway: Gateway, model: str, case: str
         assert r.status_code == 200
         assert r.headers["content-type"].startswith("text/event-stream")
         assert r.headers.get("content-encoding") is None
+        assert r.headers.get("cache-control") == "no-cache"
+        assert r.headers.get("x-request-id")
         chunks, done = openai_chunks(r.read())
     assert done and chunks
     for chunk in chunks:
