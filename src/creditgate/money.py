@@ -47,18 +47,20 @@ def from_micros(micros: int) -> Decimal:
 
 
 def format_amount(micros: int) -> str:
-    """A decimal string with no exponent and at least two decimals: 1234500 -> "1.2345"."""
-    text = f"{from_micros(micros):f}"
-    whole, _, frac = text.partition(".")
-    return f"{whole}.{frac.ljust(2, '0')}"
+    """A decimal string with no exponent and at least two decimals: 1234500 -> "1.2345".
+    Integer arithmetic only (it runs on every response)."""
+    whole, frac = divmod(abs(micros), MICROS)
+    sign = "-" if micros < 0 else ""
+    return f"{sign}{whole}.{f'{frac:06d}'.rstrip('0').ljust(2, '0')}"
 
 
 def json_amount(micros: int) -> float | int:
     """An amount for a JSON body. orjson writes a float by its shortest repr, which for
-    any value with at most six decimals is exactly the decimal we mean."""
+    any value with at most six decimals is exactly the decimal we mean. (`micros / MICROS`
+    is the float nearest the exact quotient, as Python's int division is correctly rounded.)"""
     if micros % MICROS == 0:
         return micros // MICROS
-    return float(from_micros(micros))
+    return micros / MICROS
 
 
 def ceil_div(numerator: int, denominator: int) -> int:
