@@ -19,11 +19,14 @@ from tests.conftest import free_port
 from tests.e2e.conftest import CONFIG, Gateway, launch_gateway, shutdown
 from tests.e2e.sdk_support import assert_openai_error, openai_chunks, sse_events
 
+# The mid-stream errors come slowly (10 tokens a second, error after 2) so that the first text
+# reaches the gateway well before the error: an error in the same read as the first text is
+# rightly answered with a failover or a 502 instead, as nothing was sent yet.
 PROVIDERS = """\
   - {{id: sim-anthropic-cut, type: anthropic, base_url: "{sim}/x/cut_after=3,tokens=20", api_key: sim-key}}
   - {{id: sim-gemini-cut, type: gemini, base_url: "{sim}/x/cut_after=3,tokens=20", api_key: sim-key}}
-  - {{id: sim-openai-error, type: openai, base_url: "{sim}/x/error_after=3,tokens=20,tps=200/v1", api_key: sim-key}}
-  - {{id: sim-anthropic-error, type: anthropic, base_url: "{sim}/x/error_after=3,tokens=20,tps=200", api_key: sim-key}}
+  - {{id: sim-openai-error, type: openai, base_url: "{sim}/x/error_after=2,tokens=20,tps=10/v1", api_key: sim-key}}
+  - {{id: sim-anthropic-error, type: anthropic, base_url: "{sim}/x/error_after=2,tokens=20,tps=10", api_key: sim-key}}
   - {{id: sim-anthropic-400, type: anthropic, base_url: "{sim}/x/status=400", api_key: sim-key}}
   - {{id: sim-gemini-400, type: gemini, base_url: "{sim}/x/status=400", api_key: sim-key}}
 """
