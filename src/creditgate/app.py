@@ -85,7 +85,10 @@ class RequestIdMiddleware:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
-                message["headers"] = [*message.get("headers", ()), (b"x-request-id", rid), (b"request-id", rid)]
+                headers = list(message.get("headers", ()))
+                present = {name for name, _ in headers}  # a route may have set its own (same id)
+                headers += [(name, rid) for name in (b"x-request-id", b"request-id") if name not in present]
+                message["headers"] = headers
             await send(message)
 
         try:

@@ -63,6 +63,18 @@ def test_one_model_and_an_unknown_one(gateway: Gateway) -> None:
     assert "test/nope" in error["message"]
 
 
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("GET", "/health"), ("GET", "/v1/credits"), ("POST", "/v1/chat/completions"), ("GET", "/v1/nothing-here")],
+)
+def test_one_request_id_per_response(gateway: Gateway, method: str, path: str) -> None:
+    """Every response, success or error, carries its request id once under each name."""
+    r = httpx.request(method, gateway.url + path, headers={"authorization": "Bearer sk-nope"}, json={}, timeout=30)
+    ids = r.headers.get_list("x-request-id")
+    assert len(ids) == 1 and ids[0].startswith("req_"), ids
+    assert r.headers.get_list("request-id") == ids
+
+
 def test_health(gateway: Gateway) -> None:
     r = get(gateway, "/health")
     assert r.status_code == 200 and r.json()["status"] == "ok"
