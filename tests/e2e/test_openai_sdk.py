@@ -140,6 +140,20 @@ def test_stream_with_include_usage_through_the_sdk(client: openai.OpenAI) -> Non
     assert with_usage[0].usage.model_extra is not None and "cost" in with_usage[0].usage.model_extra
 
 
+def test_usage_chunk_even_when_the_upstream_reports_none(client: openai.OpenAI) -> None:
+    """test/nousage streams without usage; the gateway estimates it (about 4 bytes a token)."""
+    chunks = list(
+        client.chat.completions.create(
+            model="test/nousage", messages=HELLO, stream=True, stream_options={"include_usage": True}
+        )
+    )
+    text = "".join(ch.delta.content or "" for c in chunks for ch in c.choices)
+    usage = chunks[-1].usage
+    assert usage is not None and chunks[-1].choices == []
+    assert usage.completion_tokens == -(-len(text.encode()) // 4)
+    assert usage.model_extra is not None and Decimal(str(usage.model_extra["cost"])) > 0
+
+
 @pytest.mark.parametrize("tool_choice", ["required", {"type": "function", "function": {"name": "get_time"}}])
 def test_tool_call(client: openai.OpenAI, tool_choice: Any, schema_errors: SchemaErrors) -> None:
     raw = client.chat.completions.with_raw_response.create(
