@@ -261,6 +261,41 @@ def test_json_object_with_tools_leaves_the_model_free_to_call_them(client: opena
     assert calls and calls[0].type == "function" and calls[0].function.name == "get_weather"
 
 
+PIXEL = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_images_as_data_urls_and_links(
+    client: openai.OpenAI, model: str, upstream: Upstream, schema_errors: SchemaErrors
+) -> None:
+    link = "https://example.com/cat.webp"
+    completion = client.chat.completions.create(
+        model=model,
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "Compare these."},
+                    {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PIXEL}"}},
+                    {"type": "image_url", "image_url": {"url": link, "detail": "low"}},
+                ],
+            }
+        ],
+    )
+    assert completion.choices[0].message.content
+    body = upstream_body(upstream, model, schema_errors)
+    if model == "test/claude":
+        sources = [b["source"] for b in body["messages"][0]["content"] if b["type"] == "image"]
+        assert sources == [
+            {"type": "base64", "media_type": "image/png", "data": PIXEL},
+            {"type": "url", "url": link},
+        ]
+    else:
+        parts = body["contents"][0]["parts"]
+        assert {"inlineData": {"mimeType": "image/png", "data": PIXEL}} in parts
+        assert {"fileData": {"mimeType": "image/webp", "fileUri": link}} in parts
+
+
 def test_tool_result_round_trip(client: openai.OpenAI, upstream: Upstream, schema_errors: SchemaErrors) -> None:
     """An agent loop's second turn: the assistant's tool call and its result go back upstream
     in each protocol's form, and the model answers in text."""
