@@ -3,11 +3,13 @@ httpx where the raw bytes matter), against the session gateway and its simulator
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import Any
 
+import anthropic
 import httpx
 import openai
 import pytest
@@ -392,3 +394,42 @@ def test_image_to_a_vision_model_is_answered(client: openai.OpenAI) -> None:
         ],
     )
     assert completion.choices[0].message.content
+
+
+def test_concurrent_streams_with_the_async_clients(gateway: Gateway, key: str) -> None:
+    """Eight streams at once over the async SDKs, half in each dialect: each gets a whole
+    answer of its own."""
+
+    async def main() -> tuple[list[str], list[str]]:
+        async with (
+            openai.AsyncOpenAI(base_url=gateway.v1, api_key=key, max_retries=0) as oai,
+            anthropic.AsyncAnthropic(base_url=gateway.url, api_key=key, max_retries=0) as ant,
+        ):
+
+            async def one_openai(i: int) -> str:
+                stream = await oai.chat.completions.create(
+                    model="test/echo", messages=[{"role": "user", "content": f"Question {i}"}], stream=True
+                )
+                ids, parts, finishes = set(), [], []
+                async for chunk in stream:
+                    ids.add(chunk.id)
+                    for choice in chunk.choices:
+                        parts.append(choice.delta.content or "")
+                        if choice.finish_reason:
+                            finishes.append(choice.finish_reason)
+                assert len(ids) == 1 and finishes == ["stop"] and "".join(parts)
+                return ids.pop()
+
+            async def one_anthropic(i: int) -> str:
+                async with ant.messages.stream(
+                    model="test/claude", max_tokens=64, messages=[{"role": "user", "content": f"Question {i}"}]
+                ) as stream:
+                    message = await stream.get_final_message()
+                assert message.stop_reason == "end_turn" and message.content
+                return message.id
+
+            ids = await asyncio.gather(*(one_openai(i) for i in range(4)), *(one_anthropic(i) for i in range(4)))
+            return list(ids[:4]), list(ids[4:])
+
+    openai_ids, anthropic_ids = asyncio.run(main())
+    assert len(set(openai_ids)) == 4 and len(set(anthropic_ids)) == 4
