@@ -119,6 +119,7 @@ class Router:
         self._health: dict[str, DeploymentHealth] = {}
         self._deployments: dict[str, Deployment] = {}
         self._served_by: dict[str, list[str]] = {}
+        self._decisions: dict[tuple[str, str], Any] = {}
         for model in catalog:
             for d in model.deployments:
                 if d.key not in self._health:
@@ -192,7 +193,11 @@ class Router:
                 if m.id not in seen:
                     seen.add(m.id)
                     chosen.append(m)
-        self.metrics.route_decisions.labels(policy=label, model=chosen[0].id).inc()
+        decision = (label, chosen[0].id)
+        counter = self._decisions.get(decision)
+        if counter is None:  # label children are looked up once
+            counter = self._decisions[decision] = self.metrics.route_decisions.labels(policy=label, model=decision[1])
+        counter.inc()
         return chosen
 
     def _auto(
