@@ -33,6 +33,7 @@ from creditgate.config import Settings
 from creditgate.dialects.anthropic import AnthropicDialect
 from creditgate.dialects.openai import OpenAIDialect
 from creditgate.metrics import Metrics
+from creditgate.open_access import OpenAccess
 from creditgate.pipeline import Pipeline
 from creditgate.providers.registry import build_providers
 from creditgate.ratelimit.redis import RedisDailyQuota, RedisRateLimiter
@@ -169,6 +170,8 @@ async def default_billing(settings: Settings, catalog: Catalog, redis: Redis | N
     calls are counted there, so that several gateway processes share them."""
     from creditgate.ledger.service import open_billing
 
+    if not settings.file.billing.enabled:
+        return OpenAccess(settings.file.billing.open_keys)
     if redis is None:
         return await open_billing(settings, catalog)
     # Keys are named after the database, so gateways of one deployment share their counts
@@ -237,7 +240,8 @@ def _ready_checks(state: dict[str, Services], settings: Settings) -> dict[str, C
         assert client is not None
         await client.ping()
 
-    return {"db": db, "redis": redis if settings.redis_url else None}
+    billing = settings.file.billing.enabled
+    return {"db": db if billing else None, "redis": redis if settings.redis_url else None}
 
 
 def _mount_late_routes(app: Starlette, s: Services) -> None:
@@ -249,7 +253,8 @@ def _mount_late_routes(app: Starlette, s: Services) -> None:
         Route("/v1/chat/completions", chat, methods=["POST"]),
         Route("/v1/messages", messages, methods=["POST"]),
     ]
-    late += _billing_routes(s)
+    if s.settings.file.billing.enabled:
+        late += _billing_routes(s)
     app.router.routes[:0] = late
     if isinstance(app, Gateway):
         app.chat_routes.update(

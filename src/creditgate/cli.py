@@ -66,7 +66,8 @@ def serve(
     """Run the gateway. Applies pending database migrations first."""
     settings = _settings(config)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(_migrate(settings))
+    if settings.file.billing.enabled:  # with billing off there is no database
+        asyncio.run(_migrate(settings))
     if not settings.admin_token:
         console.print("[yellow]note:[/yellow] CREDITGATE_ADMIN_TOKEN is not set: the admin API is off")
     console.print(

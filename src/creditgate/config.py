@@ -102,6 +102,8 @@ class CurrencyConfig(Strict):
 
 
 class BillingConfig(Strict):
+    enabled: bool = Field(True, description="false: no accounts, holds or charges (see open_access.py)")
+    open_keys: tuple[str, ...] = Field((), description="with billing off: the accepted keys (empty: any key)")
     min_balance: Decimal = Decimal(0)
     trial_calls: int = Field(10, ge=0)
     premium_min_topup: Decimal = Decimal(5)
