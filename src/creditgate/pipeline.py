@@ -411,8 +411,7 @@ class Pipeline:
                 last = err
                 if not self.router.should_fail_over(err):
                     raise
-                log.info("failing over from %s: %s", deployment.key, err.kind)
-                continue
+                continue  # the router logged and counted the failover
             except BaseException:
                 self.router.cancelled(attempt)
                 raise
