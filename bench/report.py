@@ -179,6 +179,26 @@ def plot(result: dict[str, Any], cdfs: dict[str, list[float]], path: Path) -> No
     plt.close(fig)
 
 
+README_START, README_END = "<!-- bench:start -->", "<!-- bench:end -->"
+
+
+def readme_section(markdown_text: str) -> str:
+    """The results for the README: the tables and conditions of `latest.md`, less its title."""
+    body = markdown_text.split("\n", 1)[1].strip() if markdown_text.startswith("# ") else markdown_text.strip()
+    return body.replace("\n## ", "\n#### ")
+
+
+def update_readme(readme: Path, markdown_text: str) -> bool:
+    """Put the latest results between the README's bench markers; False when it has none."""
+    text = readme.read_text(encoding="utf-8")
+    start, end = text.find(README_START), text.find(README_END)
+    if start < 0 or end < start:
+        return False
+    section = f"{README_START}\n{readme_section(markdown_text)}\n{README_END}"
+    readme.write_text(text[:start] + section + text[end + len(README_END) :], encoding="utf-8")
+    return True
+
+
 def write(result: dict[str, Any], cdfs: dict[str, list[float]], out_dir: Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / "latest.json", out_dir / "latest.md"]

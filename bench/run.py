@@ -430,6 +430,9 @@ def main() -> int:
     }
     for path in report.write(result, cdfs, args.out):
         log(f"wrote {path}")
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    if args.out == RESULTS and not args.quick and report.update_readme(readme, report.markdown(result)):
+        log(f"updated the benchmark table in {readme.name}")
     print()
     print(report.markdown(result))
     return 0

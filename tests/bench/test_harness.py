@@ -146,3 +146,18 @@ async def test_load_counts_upstream_errors_with_a_sample(proxy_url: str) -> None
     )
     assert res.errors == 3 and res.ok == 0
     assert res.error_samples and res.error_samples[0].startswith("HTTP 404")
+
+
+def test_readme_gets_the_latest_tables_between_its_markers(tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- bench:start -->\nold table\n<!-- bench:end -->\noutro\n")
+    latest = "# creditgate benchmark: latest run\n\n| system | x |\n|---|---|\n| a | 1 |\n\n## Conditions\n\n- m\n"
+    assert report.update_readme(readme, latest)
+    text = readme.read_text()
+    assert "old table" not in text and "| a | 1 |" in text and "#### Conditions" in text
+    assert text.startswith("intro\n") and text.endswith("outro\n")
+    assert "latest run" not in text
+    plain = tmp_path / "OTHER.md"
+    plain.write_text("no markers\n")
+    assert not report.update_readme(plain, latest)
+    assert plain.read_text() == "no markers\n"
