@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-ROWS = ["direct", "passthrough", "creditgate", "creditgate x2", "litellm"]
+ROWS = ["direct", "passthrough", "creditgate no billing", "creditgate", "creditgate x2", "litellm"]
 
 # key in a round's figures -> is it compared with direct ("added")?
 ADDED = {

@@ -113,6 +113,7 @@ class Bench:
             )
         )
         self._try("passthrough", lambda: systems.start_passthrough(sim_url, self.logs))
+        self._try("creditgate no billing", lambda: systems.start_creditgate_core(sim_url, self.logs))
         self._try("creditgate", lambda: systems.start_creditgate(sim_url, self.logs, self.work, 1))
         self._try("creditgate x2", lambda: systems.start_creditgate(sim_url, self.logs, self.work, 2))
         if install is None:

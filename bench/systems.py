@@ -184,6 +184,26 @@ def start_creditgate(sim_url: str, log_dir: Path, work: Path, workers: int, laun
     )
 
 
+def start_creditgate_core(sim_url: str, log_dir: Path) -> Target:
+    """The gateway with billing off (bench/creditgate-core.yaml): the same server, dialects,
+    routing and upstream pool, with no accounts, holds, settlements or usage records."""
+    port = free_port()
+    argv = [sys.executable, "-m", "creditgate", "serve", "--config", str(BENCH / "creditgate-core.yaml")]
+    argv += ["--host", "127.0.0.1", "--port", str(port)]
+    proc = start("creditgate-core", argv, env={**os.environ, "BENCH_SIM_URL": sim_url}, log_dir=log_dir)
+    base = f"http://127.0.0.1:{port}"
+    with stop_on_error(proc):
+        wait_http(base + "/health", proc, 90)
+    return Target(
+        "creditgate no billing",
+        base,
+        gateway=True,
+        proc=proc,
+        key="sk-bench-core",
+        version=f"creditgate {package_version(sys.executable, 'creditgate')}",
+    )
+
+
 # --- LiteLLM ----------------------------------------------------------------------------------
 
 
