@@ -200,6 +200,20 @@ def shutdown(gw: Gateway) -> None:
         stop(gw.proc)
 
 
+def module_gateway(config: str, name: str) -> Any:
+    """A module-scoped fixture: one gateway on `config` for the tests of a module."""
+
+    @pytest.fixture(scope="module")
+    def fixture(simulator: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+        gw = launch_gateway(simulator, tmp_path_factory.mktemp(name), config)
+        try:
+            yield gw
+        finally:
+            shutdown(gw)
+
+    return fixture
+
+
 @pytest.fixture(scope="session")
 def gateway(simulator: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     """One gateway for the whole session, on the shared test catalog (`CONFIG`)."""

@@ -5,13 +5,12 @@ every provider type."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
 import httpx
 import pytest
-from tests.e2e.conftest import CONFIG, Gateway, launch_gateway, shutdown
+from tests.e2e.conftest import CONFIG, Gateway, module_gateway
 from tests.e2e.sdk_support import Upstream
 
 CAP = 40
@@ -33,15 +32,8 @@ CAPPED = ["cap/openai", "cap/claude", "cap/gemini"]
 HELLO: list[Any] = [{"role": "user", "content": "Tell me everything."}]
 
 
-@pytest.fixture(scope="module")
-def gw(simulator: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    assert CONFIG.count("\nmodels:\n") == 1
-    config = CONFIG.replace("\nmodels:\n", "\n" + PROVIDERS + "models:\n") + MODELS
-    g = launch_gateway(simulator, tmp_path_factory.mktemp("caps"), config)
-    try:
-        yield g
-    finally:
-        shutdown(g)
+assert CONFIG.count("\nmodels:\n") == 1
+gw = module_gateway(CONFIG.replace("\nmodels:\n", "\n" + PROVIDERS + "models:\n") + MODELS, "caps")
 
 
 @pytest.fixture(scope="module")

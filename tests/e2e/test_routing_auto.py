@@ -4,12 +4,12 @@ named in the response and in the usage record, and billed at its own price."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
-from tests.e2e.conftest import Gateway, launch_gateway, shutdown
+from tests.e2e.conftest import Gateway, module_gateway
 from tests.e2e.routing_support import chat_body, cost_micros, metric, micros, post_chat, received, usage_records
 
 # blended price = (3 x input + output) / 4: free 0, cheap 125, eye 1,250, coder 2,500, best 6,250
@@ -59,13 +59,7 @@ TOOLS = [{"type": "function", "function": {"name": "lookup", "parameters": {"typ
 EVERYTHING_BUT = {m: [other for other in PRICES if other != m] for m in PRICES}
 
 
-@pytest.fixture(scope="module")
-def gw(simulator: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    gateway = launch_gateway(simulator, tmp_path_factory.mktemp("routing-auto"), CONFIG)
-    try:
-        yield gateway
-    finally:
-        shutdown(gateway)
+gw = module_gateway(CONFIG, "routing-auto")
 
 
 Ask = Callable[..., str]

@@ -5,13 +5,12 @@ models and `id=` labels, so the simulator's log tells which deployment received 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import openai
 import pytest
-from tests.e2e.conftest import Gateway, launch_gateway, shutdown
+from tests.e2e.conftest import Gateway, module_gateway
 from tests.e2e.routing_support import (
     chat_body,
     cost_micros,
@@ -91,13 +90,7 @@ models:
 """
 
 
-@pytest.fixture(scope="module")
-def gw(simulator: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    gateway = launch_gateway(simulator, tmp_path_factory.mktemp("routing-failover"), CONFIG)
-    try:
-        yield gateway
-    finally:
-        shutdown(gateway)
+gw = module_gateway(CONFIG, "routing-failover")
 
 
 def wait_until_state(gw: Gateway, key: str, state: str, timeout: float = 5.0) -> dict[str, object]:

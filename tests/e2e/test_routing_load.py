@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import pytest
-from tests.e2e.conftest import Gateway, launch_gateway, shutdown
+from tests.e2e.conftest import Gateway, module_gateway
 from tests.e2e.routing_support import chat_body, deployments, label_of, metric, sim_requests
 
 CONFIG = """
@@ -39,13 +37,7 @@ models:
 """
 
 
-@pytest.fixture(scope="module")
-def gw(simulator: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    gateway = launch_gateway(simulator, tmp_path_factory.mktemp("routing-load"), CONFIG)
-    try:
-        yield gateway
-    finally:
-        shutdown(gateway)
+gw = module_gateway(CONFIG, "routing-load")
 
 
 async def one(client: httpx.AsyncClient, body: dict[str, Any]) -> str | None:

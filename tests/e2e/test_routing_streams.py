@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-from tests.e2e.conftest import Gateway, launch_gateway, shutdown
+from tests.e2e.conftest import Gateway, module_gateway
 from tests.e2e.routing_support import USER, cost_micros, micros, received, usage_records
 
 CONFIG = """
@@ -48,13 +47,7 @@ models:
 """
 
 
-@pytest.fixture(scope="module")
-def gw(simulator: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    gateway = launch_gateway(simulator, tmp_path_factory.mktemp("routing-streams"), CONFIG)
-    try:
-        yield gateway
-    finally:
-        shutdown(gateway)
+gw = module_gateway(CONFIG, "routing-streams")
 
 
 def sse(text: str) -> list[tuple[str | None, str]]:

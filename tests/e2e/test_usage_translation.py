@@ -11,7 +11,7 @@ from typing import Any
 import anthropic
 import openai
 import pytest
-from tests.e2e.conftest import CONFIG, Gateway, launch_gateway, shutdown
+from tests.e2e.conftest import CONFIG, Gateway, module_gateway
 
 # Upstreams that report 3 cached prompt tokens and 7 reasoning tokens.
 PROVIDERS = """\
@@ -32,15 +32,8 @@ UPSTREAMS = ["usage/openai", "usage/claude", "usage/gemini"]
 MESSAGES: list[Any] = [{"role": "user", "content": "hello there friend " * 5}]
 
 
-@pytest.fixture(scope="module")
-def gw(simulator: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    assert CONFIG.count("\nmodels:\n") == 1
-    config = CONFIG.replace("\nmodels:\n", "\n" + PROVIDERS + "models:\n") + MODELS
-    g = launch_gateway(simulator, tmp_path_factory.mktemp("usage"), config)
-    try:
-        yield g
-    finally:
-        shutdown(g)
+assert CONFIG.count("\nmodels:\n") == 1
+gw = module_gateway(CONFIG.replace("\nmodels:\n", "\n" + PROVIDERS + "models:\n") + MODELS, "usage")
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ import openai
 import orjson
 import pytest
 from tests.conftest import free_port
-from tests.e2e.conftest import CONFIG, Gateway, launch_gateway, shutdown
+from tests.e2e.conftest import CONFIG, Gateway, module_gateway
 from tests.e2e.sdk_support import assert_openai_error, openai_chunks, sse_events
 
 # The mid-stream errors come slowly (10 tokens a second, error after 2) so that the first text
@@ -73,13 +73,7 @@ def error_config() -> str:
     return config.replace("\nmodels:\n", "\n" + PROVIDERS + "models:\n") + MODELS
 
 
-@pytest.fixture(scope="module")
-def gw(simulator: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    g = launch_gateway(simulator, tmp_path_factory.mktemp("errors"), error_config())
-    try:
-        yield g
-    finally:
-        shutdown(g)
+gw = module_gateway(error_config(), "errors")
 
 
 @pytest.fixture(scope="module")
