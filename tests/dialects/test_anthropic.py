@@ -6,9 +6,9 @@ from typing import Any
 
 import orjson
 import pytest
-from tests.conftest import PROTOCOLS
 from tests.providers.conformance import Recording, deployment, sse_bytes
 from tests.providers.conformance_cases import a_stream, a_text, a_tool, g_response, g_stream, g_usage
+from tests.schemas import PROTOCOLS
 
 from creditgate.canonical import JSON
 from creditgate.dialects.anthropic import AnthropicDialect

@@ -160,7 +160,7 @@ def test_n_above_one_is_refused() -> None:
 
 
 def test_sample_anthropic_message_parses(schema_errors: SchemaErrors) -> None:
-    from tests.conftest import PROTOCOLS
+    from tests.schemas import PROTOCOLS
 
     completion = provider.parse_response((PROTOCOLS / "samples" / "anthropic_message.json").read_bytes(), DEPLOYMENT)
     assert schema_errors(completion, "openai:CreateChatCompletionResponse") == []

@@ -212,7 +212,7 @@ def test_retry_delay_and_bad_key() -> None:
 
 
 def test_sample_gemini_response_parses(schema_errors: SchemaErrors) -> None:
-    from tests.conftest import PROTOCOLS
+    from tests.schemas import PROTOCOLS
 
     completion = provider.parse_response((PROTOCOLS / "samples" / "gemini_response.json").read_bytes(), DEPLOYMENT)
     assert schema_errors(completion, "openai:CreateChatCompletionResponse") == []
