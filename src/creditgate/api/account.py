@@ -24,7 +24,7 @@ def account_routes(service: BillingService) -> list[Route]:
     @handles_errors
     async def credits(request: Request) -> Response:
         principal = await service.authenticate(bearer_token(request), client_ip(request))
-        state = await service.account_state(principal.account_id)
+        state = await service.account_state(principal.account_id, fresh=True)
         return json_response(service.credits_view(state))
 
     @handles_errors

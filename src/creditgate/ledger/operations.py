@@ -82,7 +82,7 @@ class Operations:
     def now(self) -> datetime:
         raise NotImplementedError
 
-    async def account_state(self, account_id: int) -> AccountState:
+    async def account_state(self, account_id: int, *, fresh: bool = False) -> AccountState:
         raise NotImplementedError
 
     def forget_account(self, account_id: int) -> None:
@@ -296,7 +296,7 @@ class Operations:
     async def account_view(self, account_id: int) -> dict[str, Any]:
         """An account with its money: balance, held, available, lots, trial calls left."""
         try:
-            state = await self.account_state(account_id)
+            state = await self.account_state(account_id, fresh=True)
         except Unauthorized:
             raise NotFound(f"no account with id {account_id}") from None
         view = {

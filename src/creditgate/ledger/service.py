@@ -170,11 +170,13 @@ class BillingService(Operations):
 
     # --- caches ---------------------------------------------------------------------------
 
-    async def account_state(self, account_id: int) -> AccountState:
-        state = self._accounts.get(account_id)
+    async def account_state(self, account_id: int, *, fresh: bool = False) -> AccountState:
+        """The account's money and limits, cached. `fresh` reloads it from the database first
+        (for views: another gateway process may have spent from it since)."""
+        state = None if fresh else self._accounts.get(account_id)
         if state is None:
             async with self.lock:  # read after any commit in progress, install before the next
-                state = self._accounts.get(account_id)
+                state = None if fresh else self._accounts.get(account_id)
                 if state is None:
                     state = await self._load_account(account_id)
                     self._accounts[account_id] = state
