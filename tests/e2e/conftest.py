@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 from tests.conftest import free_port
+from tests.e2e.sdk_support import Upstream
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
 
@@ -212,6 +213,14 @@ def module_gateway(config: str, name: str) -> Any:
             shutdown(gw)
 
     return fixture
+
+
+@pytest.fixture
+def upstream(simulator: str) -> Upstream:
+    """The simulator's request log, cleared."""
+    u = Upstream(simulator)
+    u.clear()
+    return u
 
 
 @pytest.fixture(scope="session")

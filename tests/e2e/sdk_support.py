@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -29,6 +30,27 @@ class Upstream:
             if path_part in item["path"]:
                 return dict(item)
         raise AssertionError(f"the upstream received no request on a path with {path_part!r}")
+
+
+SchemaErrors = Callable[[Any, str], list[str]]
+
+# Where each test model's upstream request arrives on the simulator, and the schema of that
+# protocol's request (None for OpenAI-compatible upstreams: the body is passed through).
+UPSTREAM: dict[str, tuple[str, str | None]] = {
+    "test/echo": ("/chat/completions", None),
+    "test/vision": ("/chat/completions", None),
+    "test/claude": ("/v1/messages", "anthropic.MessageCreateParams"),
+    "test/gemini": ("enerateContent", "gemini.GenerateContentRequest"),
+}
+
+
+def upstream_body(upstream: Upstream, model: str, schema_errors: SchemaErrors) -> dict[str, Any]:
+    """What the gateway sent upstream for `model`, checked against that protocol's schema."""
+    path, schema = UPSTREAM[model]
+    body = dict(upstream.last(path)["body"])
+    if schema is not None:
+        assert schema_errors(body, schema) == [], body
+    return body
 
 
 def sse_events(raw: bytes) -> list[tuple[str | None, bytes]]:

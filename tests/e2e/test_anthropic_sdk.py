@@ -4,7 +4,7 @@ httpx where the raw bytes matter), against models on OpenAI, Anthropic and Gemin
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import anthropic
@@ -13,19 +13,11 @@ import orjson
 import pytest
 from anthropic.types import ToolParam
 from tests.e2e.conftest import Gateway
-from tests.e2e.sdk_support import Upstream, sse_events
-
-SchemaErrors = Callable[[Any, str], list[str]]
+from tests.e2e.sdk_support import SchemaErrors, Upstream, sse_events, upstream_body
 
 MODELS = ["test/echo", "test/claude", "test/gemini"]
 VISION_MODELS = ["test/vision", "test/claude", "test/gemini"]
 # Where each model's requests land on the simulator, and the schema they must satisfy there.
-UPSTREAM: dict[str, tuple[str, str | None]] = {
-    "test/echo": ("/chat/completions", None),
-    "test/vision": ("/chat/completions", None),
-    "test/claude": ("/v1/messages", "anthropic.MessageCreateParams"),
-    "test/gemini": ("enerateContent", "gemini.GenerateContentRequest"),
-}
 WEATHER: ToolParam = {
     "name": "get_weather",
     "description": "The weather in a city.",
@@ -49,22 +41,6 @@ def key(gateway: Gateway) -> str:
 def client(gateway: Gateway, key: str) -> Iterator[anthropic.Anthropic]:
     with anthropic.Anthropic(base_url=gateway.url, api_key=key, max_retries=0, timeout=30) as c:
         yield c
-
-
-@pytest.fixture
-def upstream(simulator: str) -> Upstream:
-    u = Upstream(simulator)
-    u.clear()
-    return u
-
-
-def upstream_body(upstream: Upstream, model: str, schema_errors: SchemaErrors) -> dict[str, Any]:
-    """What the gateway sent upstream for `model`, checked against that protocol's schema."""
-    path, schema = UPSTREAM[model]
-    body = dict(upstream.last(path)["body"])
-    if schema is not None:
-        assert schema_errors(body, schema) == [], body
-    return body
 
 
 def raw_messages(gateway: Gateway, headers: dict[str, str], body: dict[str, Any]) -> httpx.Response:

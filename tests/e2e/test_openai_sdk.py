@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -15,9 +15,7 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletionToolParam
 from tests.e2e.conftest import Gateway
-from tests.e2e.sdk_support import Upstream, assembled_tool_calls, assert_openai_error, openai_chunks
-
-SchemaErrors = Callable[[Any, str], list[str]]
+from tests.e2e.sdk_support import SchemaErrors, Upstream, assembled_tool_calls, assert_openai_error, openai_chunks
 
 WEATHER: ChatCompletionToolParam = {
     "type": "function",
@@ -50,13 +48,6 @@ def key(gateway: Gateway) -> str:
 def client(gateway: Gateway, key: str) -> Iterator[openai.OpenAI]:
     with openai.OpenAI(base_url=gateway.v1, api_key=key, max_retries=0, timeout=30) as c:
         yield c
-
-
-@pytest.fixture
-def upstream(simulator: str) -> Upstream:
-    u = Upstream(simulator)
-    u.clear()
-    return u
 
 
 def raw_post(gateway: Gateway, key: str | None, body: Any, **kwargs: Any) -> httpx.Response:

@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from decimal import Decimal
-from typing import Any
 
 import httpx
 import openai
 import pytest
 from tests.e2e.conftest import Gateway
-from tests.e2e.sdk_support import assert_openai_error
-
-SchemaErrors = Callable[[Any, str], list[str]]
+from tests.e2e.sdk_support import SchemaErrors, assert_openai_error
 
 
 def get(gateway: Gateway, path: str) -> httpx.Response:
