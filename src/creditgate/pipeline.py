@@ -183,23 +183,27 @@ class Pipeline:
         request.body_bytes = len(raw)
         models = self.resolve(request, principal)
         reservation = await self.billing.reserve(principal, models[0], self.quote(request, models), request_id)
+        try:
+            answer = await self.failover(
+                request, models, self.open_stream if request.stream else self.call_once, request_id
+            )
+        except BaseException as exc:
+            await self.settle_failure(reservation, models[0], exc, started)
+            raise
         if request.stream:
-            return await self.stream(dialect, request, models, reservation, started)
-        return await self.complete(dialect, request, models, reservation, started)
+            stream = self.relay(dialect.encoder(request), request, answer, reservation, started)
+            return Reply(200, list(SSE_HEADERS), stream=stream)
+        return await self.complete(dialect, request, answer, reservation, started)
 
     async def complete(
         self,
         dialect: Dialect,
         request: ChatRequest,
-        models: list[CatalogModel],
+        answer: tuple[CatalogModel, Deployment, JSON],
         reservation: Reservation,
         started: float,
     ) -> Reply:
-        try:
-            model, deployment, completion = await self.failover(request, models, self.call_once, reservation.request_id)
-        except BaseException as exc:
-            await self.settle_failure(reservation, models[0], exc, started)
-            raise
+        model, deployment, completion = answer
         usage = Usage.from_openai(completion.get("usage"))
         estimated = usage is None
         if usage is None:
@@ -214,23 +218,6 @@ class Pipeline:
         completion["usage"] = wire_usage
         body = orjson.dumps(dialect.render(completion))
         return Reply(200, [JSON_TYPE, (b"x-creditgate-cost", format_amount(cost).encode())], body)
-
-    async def stream(
-        self,
-        dialect: Dialect,
-        request: ChatRequest,
-        models: list[CatalogModel],
-        reservation: Reservation,
-        started: float,
-    ) -> Reply:
-        try:
-            opened = await self.failover(request, models, self.open_stream, reservation.request_id)
-        except BaseException as exc:
-            await self.settle_failure(reservation, models[0], exc, started)
-            raise
-        return Reply(
-            200, list(SSE_HEADERS), stream=self.relay(dialect.encoder(request), request, opened, reservation, started)
-        )
 
     async def relay(
         self,
