@@ -27,7 +27,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from creditgate.api.chat import ChatEndpoint
 from creditgate.api.docs import docs_routes
 from creditgate.api.public import public_routes
-from creditgate.billing import Billing
 from creditgate.catalog import Catalog
 from creditgate.config import Settings
 from creditgate.dialects.anthropic import AnthropicDialect
@@ -159,9 +158,8 @@ class Services:
     catalog: Catalog
     router: Router
     pool: UpstreamPool
-    billing: Billing
     pipeline: Pipeline
-    billing_service: Any  # the concrete service (admin operations, close)
+    billing_service: Any  # BillingService, or OpenAccess with billing off
     redis: Redis | None = None
 
 
@@ -206,7 +204,7 @@ def create_app(settings: Settings, *, billing_factory: BillingFactory = default_
             providers=build_providers(),
             metrics=metrics,
         )
-        services = Services(settings, catalog, router, pool, service, pipeline, service, redis)
+        services = Services(settings, catalog, router, pool, pipeline, service, redis)
         state["services"] = services
         app.state.services = services
         _mount_late_routes(app, services)
