@@ -178,21 +178,6 @@ async def spendable_lots(
     return [(int(i), int(b)) for i, b in await conn.execute(query)]
 
 
-def allocate(lots: list[tuple[int, int]], amount: int) -> list[tuple[int, int]]:
-    """Take `amount` from lots in order; returns (lot id, micros) and never over-draws a lot.
-    The result sums to less than `amount` only when the lots hold less."""
-    out = []
-    left = amount
-    for lot_id, balance in lots:
-        if left <= 0:
-            break
-        take = min(balance, left)
-        if take > 0:
-            out.append((lot_id, take))
-            left -= take
-    return out
-
-
 @dataclass(frozen=True, slots=True)
 class Expired:
     lot_id: int

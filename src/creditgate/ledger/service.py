@@ -28,13 +28,8 @@ from creditgate.config import Settings
 from creditgate.errors import Conflict, Forbidden, PaymentRequired, RateLimited, Unauthorized
 from creditgate.ledger.operations import Operations
 from creditgate.ledger.postings import load_account, lots_due, system_accounts
-from creditgate.ledger.settlement import (
-    GroupCommitWriter,
-    Settled,
-    Settlement,
-    SettlementStore,
-    SqlAlchemySettlements,
-)
+from creditgate.ledger.records import Settled, Settlement
+from creditgate.ledger.settlement import GroupCommitWriter, SettlementStore, SqlAlchemySettlements
 from creditgate.ledger.sqlite_settlements import SqliteSettlements
 from creditgate.ledger.state import AccountState, HoldBook, HoldLimits, MemoryHolds
 from creditgate.money import format_amount, to_micros

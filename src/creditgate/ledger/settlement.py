@@ -11,53 +11,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Protocol
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from creditgate.ledger.postings import allocate, post, spendable_lots
+from creditgate.ledger.postings import post, spendable_lots
+from creditgate.ledger.records import Settled, Settlement, allocate, describe
 from creditgate.storage.schema import accounts, usage
 
 log = logging.getLogger("creditgate.ledger")
-
-
-@dataclass(frozen=True, slots=True)
-class Settlement:
-    request_id: str
-    account_id: int
-    key_id: int | None
-    model: str
-    deployment: str | None
-    prompt_tokens: int
-    completion_tokens: int
-    cached_tokens: int
-    cache_write_tokens: int
-    reasoning_tokens: int
-    charge: int  # micros the wallet pays
-    sponsored: int  # micros the operator pays (trial or demo calls)
-    sponsor: str | None
-    use_trial_call: bool  # a successful free trial call: one fewer left
-    hold: int
-    hold_taken_at: datetime  # lots unexpired at this moment may pay
-    latency_ms: int
-    status: str
-    estimated: bool
-    raw_usage: str | None
-    error: str | None
-    client_ip: str | None
-    at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class Settled:
-    charged: int
-    consumed: list[tuple[int, int]]  # (lot id, micros)
-    trial_used: bool
-    replayed: bool  # this request was settled before; nothing was charged now
 
 
 async def apply_settlement(conn: AsyncConnection, system: dict[str, int], s: Settlement, *, lock: bool) -> Settled:
@@ -130,21 +95,17 @@ async def apply_settlement(conn: AsyncConnection, system: dict[str, int], s: Set
     return Settled(charged, consumed, trial_used, False)
 
 
-def describe(s: Settlement) -> str:
-    tokens = f"{s.prompt_tokens} in + {s.completion_tokens} out tokens"
-    extra = " (estimated)" if s.estimated else ""
-    if s.sponsor == "trial":
-        return f"free trial call: {s.model}, {tokens}{extra}"
-    if s.sponsor == "demo":
-        return f"public demo call: {s.model}, {tokens}{extra}"
-    return f"{s.model}: {tokens}{extra}"
-
-
 Committed = Callable[[Settlement, Settled | None], Awaitable[None]]
+Pending = tuple[Settlement, "asyncio.Future[Settled]"]
 
 
 class SettlementStore(Protocol):
     """Where settlements are written: one batch per database transaction."""
+
+    # How many batches may be in `apply` at once. Batches still commit one after another,
+    # in the order they were handed over; a depth above 1 only lets the next batch be sent
+    # while the previous one is being written.
+    depth: int
 
     def start(self) -> None: ...
 
@@ -160,6 +121,8 @@ class SettlementStore(Protocol):
 class SqlAlchemySettlements:
     """Settlements through SQLAlchemy Core on the writer engine (PostgreSQL, and SQLite
     databases that are not a plain file)."""
+
+    depth = 1
 
     def __init__(self, engine: AsyncEngine, system: dict[str, int], *, row_locks: bool) -> None:
         self.engine = engine
@@ -192,11 +155,16 @@ class GroupCommitWriter:
     commits them together: when the writer is idle a settlement is committed at once, and
     under load the settlements that arrive while one commit is being written make up the
     next batch. With `max_wait` > 0 a settlement also waits up to that long for company.
+    When the store allows it (`depth` > 1) the next batch is handed over while the previous
+    one is still being written, so the store never waits for the event loop between commits.
+
     Each settlement runs in its own savepoint, so one that fails is rolled back alone and
-    its batch-mates commit. If the commit itself fails, each settlement is retried in a
+    its batch-mates commit. If a commit itself fails, each of its settlements is retried in a
     transaction of its own (idempotency makes that safe). `on_done` runs for every
-    settlement after its fate is known (with None when it failed), before its caller wakes,
-    under `lock`, so in-memory state changes exactly when the database did.
+    settlement after its fate is known (with None when it failed), in commit order, before
+    its caller wakes. `lock` is held from a batch's hand-over until its `on_done`s ran, so
+    in-memory state changes exactly when the database did; it is let go at least every
+    `max_run` batches, for whoever waits for it.
     """
 
     def __init__(
@@ -207,14 +175,17 @@ class GroupCommitWriter:
         *,
         max_wait: float,
         max_batch: int = 256,
+        max_run: int = 64,
     ) -> None:
         self.store = store
         self.on_done = on_done
         self.lock = lock
         self.max_wait = max_wait
         self.max_batch = max_batch
+        self.max_run = max_run
         self.batches = 0  # committed transactions, for tests and metrics
-        self._queue: asyncio.Queue[tuple[Settlement, asyncio.Future[Settled]]] = asyncio.Queue()
+        self._queue: asyncio.Queue[Pending] = asyncio.Queue()
+        self._wake = asyncio.Event()  # a settlement was queued, or a batch's commit ended
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -228,6 +199,7 @@ class GroupCommitWriter:
             raise RuntimeError("the settlement writer is not running")
         future: asyncio.Future[Settled] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((settlement, future))
+        self._wake.set()
         return await asyncio.shield(future)
 
     async def close(self) -> None:
@@ -242,56 +214,84 @@ class GroupCommitWriter:
         await self.store.close()
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         queue = self._queue
+        loop = asyncio.get_running_loop()
+        wake = self._wake
         while True:
-            batch = [await queue.get()]
-            deadline = loop.time() + self.max_wait
-            while len(batch) < self.max_batch:
-                if not queue.empty():
-                    batch.append(queue.get_nowait())
-                    continue
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    break
-                try:
-                    batch.append(await asyncio.wait_for(queue.get(), remaining))
-                except TimeoutError:
-                    break
-            try:
-                await self._commit(batch)
-            finally:
-                for _ in batch:
-                    queue.task_done()
+            batch = await self._first_batch()
+            async with self.lock:
+                in_flight: deque[tuple[list[Pending], asyncio.Task[list[Settled | Exception]]]] = deque()
+                handed = 0
+                while batch or in_flight:
+                    if batch:
+                        in_flight.append((batch, loop.create_task(self.store.apply([s for s, _ in batch]))))
+                        in_flight[-1][1].add_done_callback(self._wake_up)
+                        handed += 1
+                        batch = []
+                    can_hand = len(in_flight) < self.store.depth and handed < self.max_run
+                    if can_hand and not queue.empty():
+                        batch = self._take(queue.get_nowait())
+                        continue
+                    if can_hand and not in_flight[0][1].done():
+                        # Wait for whichever comes first: a settlement to hand over, or the
+                        # oldest batch's commit.
+                        wake.clear()
+                        await wake.wait()
+                        continue
+                    done, task = in_flight.popleft()
+                    try:
+                        await self._commit(done, task)
+                    finally:
+                        for _ in done:
+                            queue.task_done()
 
-    async def _commit(self, batch: list[tuple[Settlement, asyncio.Future[Settled]]]) -> None:
-        async with self.lock:
-            outcomes: list[Settled | Exception]
+    def _wake_up(self, _: object = None) -> None:
+        self._wake.set()
+
+    async def _first_batch(self) -> list[Pending]:
+        queue = self._queue
+        loop = asyncio.get_running_loop()
+        batch = [await queue.get()]
+        deadline = loop.time() + self.max_wait
+        while len(batch) < self.max_batch:
+            if not queue.empty():
+                batch.append(queue.get_nowait())
+                continue
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
             try:
-                outcomes = await self.store.apply([s for s, _ in batch])
-                self.batches += 1
-            except Exception as exc:
-                if len(batch) > 1:
-                    log.warning(
-                        "a batch of %d settlements failed to commit (%s); retrying one by one",
-                        len(batch),
-                        exc,
-                    )
-                else:
-                    log.exception("settlement of %s failed to commit", batch[0][0].request_id)
-                    outcomes = [exc]
-            else:
-                await self._finish(batch, outcomes)
+                batch.append(await asyncio.wait_for(queue.get(), remaining))
+            except TimeoutError:
+                break
+        return batch
+
+    def _take(self, first: Pending) -> list[Pending]:
+        """`first` and whatever else is queued now, up to `max_batch`."""
+        batch = [first]
+        queue = self._queue
+        while len(batch) < self.max_batch and not queue.empty():
+            batch.append(queue.get_nowait())
+        return batch
+
+    async def _commit(self, batch: list[Pending], applying: Awaitable[list[Settled | Exception]]) -> None:
+        """Wait for the batch's commit and finish it; if the commit failed, retry each of its
+        settlements in a transaction of its own."""
+        try:
+            outcomes = await applying
+            self.batches += 1
+        except Exception as exc:
+            if len(batch) == 1:
+                log.exception("settlement of %s failed to commit", batch[0][0].request_id)
+                await self._finish(batch, [exc])
                 return
-        if len(batch) > 1:
+            log.warning("a batch of %d settlements failed to commit (%s); retrying one by one", len(batch), exc)
             for item in batch:
-                await self._commit([item])
-        else:
-            await self._finish(batch, outcomes)
+                await self._commit([item], self.store.apply([item[0]]))
+            return
+        await self._finish(batch, outcomes)
 
-    async def _finish(
-        self, batch: list[tuple[Settlement, asyncio.Future[Settled]]], outcomes: list[Settled | Exception]
-    ) -> None:
+    async def _finish(self, batch: list[Pending], outcomes: list[Settled | Exception]) -> None:
         for (settlement, future), outcome in zip(batch, outcomes, strict=True):
             ok = outcome if isinstance(outcome, Settled) else None
             try:

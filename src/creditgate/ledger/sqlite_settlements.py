@@ -1,25 +1,24 @@
-"""Settlements on SQLite through the standard library driver, on a connection of their own.
+"""Settlements on SQLite: where each batch is written, on the event loop or in the ledger
+writer process.
 
-The group-commit writer hands a whole batch to `SqliteSettlements.apply`, which writes it as
-one transaction of plain statements that sqlite3 prepares once and keeps in its statement
-cache: no SQLAlchemy, no per-request statement building, no thread hop per statement. The
-statements are the same as `settlement.apply_settlement` issues through SQLAlchemy (which
-PostgreSQL uses), and values are bound with the schema's own SQLite processors, so both
-paths store identical rows.
+- **A lone settlement while nothing else is in flight** (a quiet gateway, one request at a
+  time) is written right here, on the loop's thread, on a connection of its own: the loop
+  has nothing else to do, and a hop to another process would only add its latency.
+- **Everything else** (batches under load, or a lone one when another connection holds the
+  write lock) goes to `python -m creditgate.ledger.sqlite_writer`, which this store starts
+  for the database file: one frame on its stdin per batch, one frame back once the batch is
+  committed. The SQL then runs on another core; the loop pays for one `orjson.dumps` and a
+  pipe write per batch. Up to `depth` batches are in the pipe at once, so the writer goes
+  from one commit straight to the next while the loop finishes the requests of the last.
 
-Where a batch runs: on the event loop's thread when the write lock is free at once (a
-settlement costs tens of microseconds, less than handing it to a thread and back, and a
-thread would fight the loop for the GIL: measured, running batches in a thread cost more
-CPU per request and gave fewer requests per second); in the store's own thread when another
-connection or process holds the lock, so that waiting on the busy timeout never stalls the
-loop.
+Both paths run the same `LedgerWriter` code and keep the same durability (see
+`sqlite_writer.py`); they never write at the same time, because a batch runs here only when
+no batch is in the pipe.
 
-Durability: `synchronous=NORMAL` in WAL mode by default. A commit is in the WAL file when
-COMMIT returns, so it survives a `kill -9` of the gateway at any moment; only a power cut or
-an OS crash may lose the last commits. `billing.sqlite_synchronous: full` fsyncs every
-commit instead (about 0.3 ms per commit on the benchmark machine). Automatic checkpoints are
-off on this connection, since they would fsync on the loop's thread; the store's thread
-checkpoints instead, every `checkpoint_interval` seconds.
+If the writer process dies, the batches in the pipe fail with `LedgerWriterGone`; the
+group-commit writer retries their settlements one by one, and the next batch that needs
+the process starts a new one. Settlements are idempotent by request id, so one that was
+committed just before the writer died is not charged twice.
 """
 
 from __future__ import annotations
@@ -27,52 +26,55 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sqlite3
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy.dialects import sqlite as sqlite_dialect
+import orjson
 
-from creditgate.ledger.postings import allocate
-from creditgate.ledger.settlement import Settled, Settlement, describe
+from creditgate.ledger.records import Settled, Settlement
+from creditgate.ledger.sqlite_writer import FRAME, LedgerWriter, LockBusy
 from creditgate.storage.db import BUSY_TIMEOUT_MS
-from creditgate.storage.schema import usage
 
 log = logging.getLogger("creditgate.ledger")
 
-_DIALECT = sqlite_dialect.dialect()
-_datetime_processor = usage.c.created_at.type.dialect_impl(_DIALECT).bind_processor(_DIALECT)
-assert _datetime_processor is not None
-_as_sqlite_datetime: Callable[[datetime], Any] = _datetime_processor
 
-EARLIER = "SELECT cost FROM usage WHERE request_id = ?"
-SPENDABLE_LOTS = (
-    "SELECT id, balance FROM ledger_accounts WHERE owner_id = ? AND kind = 'lot' AND expired IS 0 "
-    "AND balance > 0 AND expires_at > ? ORDER BY expires_at, id"
-)
-INSERT_TRANSACTION = (
-    "INSERT INTO transactions (account_id, type, amount, description, idempotency_key, created_at) "
-    "VALUES (?, ?, ?, ?, ?, ?)"
-)
-INSERT_TRANSFER = "INSERT INTO transfers (txn_id, debit_id, credit_id, amount) VALUES (?, ?, ?, ?)"
-USE_TRIAL_CALL = "UPDATE accounts SET trial_calls_left = trial_calls_left - 1 WHERE id = ? AND trial_calls_left > 0"
-INSERT_USAGE = (
-    "INSERT INTO usage (request_id, account_id, key_id, model, deployment, prompt_tokens, completion_tokens, "
-    "cached_tokens, cache_write_tokens, reasoning_tokens, cost, sponsored_cost, hold, sponsor, latency_ms, "
-    "status, estimated, raw_usage, error, client_ip, created_at) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
+class LedgerWriterGone(Exception):
+    """The ledger writer process stopped before it answered a batch."""
 
 
-class LockBusy(Exception):
-    """The write lock was taken by someone else when the batch tried to begin."""
+class SettlementFailed(Exception):
+    """The ledger writer could not record one settlement (its savepoint was rolled back)."""
+
+
+def outcome_from_wire(raw: Any) -> Settled | Exception:
+    if isinstance(raw, dict):
+        return SettlementFailed(str(raw.get("error")))
+    charged, consumed, trial_used, replayed = raw
+    return Settled(charged, [(lot, micros) for lot, micros in consumed], trial_used, replayed)
+
+
+@dataclass(slots=True)
+class WriterProcess:
+    """A running ledger writer and the batches it has not answered yet, oldest first."""
+
+    proc: asyncio.subprocess.Process
+    replies: deque[asyncio.Future[Any]] = field(default_factory=deque)
+    reader: asyncio.Task[None] | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.returncode is None and self.reader is not None and not self.reader.done()
 
 
 class SqliteSettlements:
-    """Writes settlement batches to one SQLite database file. `apply` is called by one
-    writer at a time (the group-commit task)."""
+    """Writes settlement batches to one SQLite database file. Batches are handed over in
+    commit order by one caller (the group-commit task), up to `depth` at a time."""
+
+    depth = 64
+    quiet_s = 0.005  # no batch went to the writer process for this long: the gateway is quiet
 
     def __init__(
         self,
@@ -84,153 +86,127 @@ class SqliteSettlements:
     ) -> None:
         self.path = path
         self.system = system
-        self.revenue = system["revenue"]
-        self.sponsor = system["funding:sponsor"]
-        self.checkpoint_interval = checkpoint_interval
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="creditgate-sqlite")
-        self._conn = self._open(synchronous)
-        self._checkpoints: asyncio.Task[None] | None = None
-
-    def _open(self, synchronous: str) -> sqlite3.Connection:
-        # isolation_level=None: no implicit transactions; `_write` begins and commits itself.
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, cached_statements=64)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
-        conn.execute("PRAGMA foreign_keys=ON")
-        conn.execute("PRAGMA wal_autocheckpoint=0")
-        conn.execute("PRAGMA busy_timeout=0")
-        return conn
+        self.synchronous = synchronous
+        self.args = [
+            path,
+            orjson.dumps(system).decode(),
+            "--synchronous",
+            synchronous,
+            "--busy-timeout-ms",
+            str(BUSY_TIMEOUT_MS),
+            "--checkpoint-interval",
+            str(checkpoint_interval),
+        ]
+        self.local: LedgerWriter | None = None
+        self._writer: WriterProcess | None = None
+        self._spawning: asyncio.Task[WriterProcess] | None = None
+        self._last_sent = 0.0
 
     def start(self) -> None:
-        if self.checkpoint_interval > 0:
-            self._checkpoints = asyncio.get_running_loop().create_task(
-                self._checkpoint_every(self.checkpoint_interval), name="creditgate-sqlite-checkpoint"
-            )
+        """Open the local connection and start the writer process (it also checkpoints)."""
+        self.local = LedgerWriter(self.path, self.system, synchronous=self.synchronous, busy_timeout_ms=0)
+        self._spawning = asyncio.get_running_loop().create_task(self._spawn(), name="creditgate-ledger-writer")
 
     async def apply(self, batch: list[Settlement]) -> list[Settled | Exception]:
         """Write the batch in one transaction, each settlement in a savepoint of its own;
         raise if the transaction as a whole could not commit."""
+        writer = self._writer
+        quiet = writer is None or (not writer.replies and time.monotonic() - self._last_sent >= self.quiet_s)
+        if len(batch) == 1 and self.local is not None and quiet:
+            try:
+                return self.local.write(batch)
+            except LockBusy:
+                pass  # another process is writing: wait for it in the writer process, not here
+        return await self._send(batch)
+
+    async def _send(self, batch: list[Settlement]) -> list[Settled | Exception]:
+        writer = await self._running()
+        stdin = writer.proc.stdin
+        assert stdin is not None
+        reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        writer.replies.append(reply)
+        payload = orjson.dumps(batch)
+        stdin.write(FRAME.pack(len(payload)) + payload)
+        self._last_sent = time.monotonic()
+        with contextlib.suppress(ConnectionError):
+            await stdin.drain()  # a dead writer is reported by its reader, below
+        outcomes = await reply
+        if len(outcomes) != len(batch):
+            raise LedgerWriterGone(f"the ledger writer answered {len(outcomes)} outcomes for {len(batch)} settlements")
+        return [outcome_from_wire(o) for o in outcomes]
+
+    async def _running(self) -> WriterProcess:
+        if self._writer is not None and self._writer.alive:
+            return self._writer
+        if self._spawning is None:
+            self._spawning = asyncio.get_running_loop().create_task(self._spawn(), name="creditgate-ledger-writer")
+        spawning = self._spawning
         try:
-            return self._write(batch, wait=False)
-        except LockBusy:
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._thread, self._write, batch, True)
+            self._writer = await spawning
+        finally:
+            if self._spawning is spawning:
+                self._spawning = None
+        return self._writer
+
+    async def _spawn(self) -> WriterProcess:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "creditgate.ledger.sqlite_writer",
+            *self.args,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        writer = WriterProcess(proc)
+        writer.reader = asyncio.get_running_loop().create_task(self._read(writer), name="creditgate-ledger-replies")
+        log.debug("ledger writer started (pid %d)", proc.pid)
+        return writer
+
+    async def _read(self, writer: WriterProcess) -> None:
+        """Hand each answer to the oldest batch waiting; when the writer stops, fail the rest."""
+        stdout = writer.proc.stdout
+        assert stdout is not None
+        try:
+            while True:
+                (size,) = FRAME.unpack(await stdout.readexactly(FRAME.size))
+                outcomes = orjson.loads(await stdout.readexactly(size))
+                reply = writer.replies.popleft()
+                if not reply.done():
+                    reply.set_result(outcomes)
+        except (asyncio.IncompleteReadError, ConnectionError, IndexError):
+            pass
+        finally:
+            if writer.proc.stdin is not None:
+                writer.proc.stdin.close()
+            status = await writer.proc.wait()
+            if writer.replies:
+                log.error("the ledger writer (pid %d) stopped with status %s", writer.proc.pid, status)
+            while writer.replies:
+                reply = writer.replies.popleft()
+                if not reply.done():
+                    reply.set_exception(
+                        LedgerWriterGone(
+                            f"the ledger writer process stopped (exit status {status}); a new one is started"
+                        )
+                    )
 
     async def close(self) -> None:
-        if self._checkpoints is not None:
-            self._checkpoints.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._checkpoints
-            self._checkpoints = None
-        loop = asyncio.get_running_loop()
-        with contextlib.suppress(sqlite3.Error):
-            await loop.run_in_executor(self._thread, self._checkpoint)
-        self._conn.close()
-        self._thread.shutdown(wait=True)
-
-    # --- in a transaction -----------------------------------------------------------------
-
-    def _write(self, batch: list[Settlement], wait: bool) -> list[Settled | Exception]:
-        conn = self._conn
-        if wait:
-            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        try:
+        """Close the writer's stdin and wait for it to finish (it checkpoints on the way out)."""
+        if self._spawning is not None:
+            spawning, self._spawning = self._spawning, None
+            with contextlib.suppress(Exception):
+                self._writer = await spawning
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            if writer.proc.stdin is not None:
+                writer.proc.stdin.close()
             try:
-                conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                if not wait and exc.sqlite_errorcode == sqlite3.SQLITE_BUSY:
-                    raise LockBusy from None
-                raise
-            try:
-                outcomes: list[Settled | Exception] = []
-                for s in batch:
-                    conn.execute("SAVEPOINT settlement")
-                    try:
-                        outcomes.append(self._settle(conn, s))
-                    except Exception as exc:
-                        conn.execute("ROLLBACK TO settlement")
-                        log.error("settlement of %s failed: %r", s.request_id, exc)
-                        outcomes.append(exc)
-                    conn.execute("RELEASE settlement")
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-            return outcomes
-        finally:
-            if wait:
-                conn.execute("PRAGMA busy_timeout=0")
-
-    def _settle(self, conn: sqlite3.Connection, s: Settlement) -> Settled:
-        earlier = conn.execute(EARLIER, (s.request_id,)).fetchone()
-        if earlier is not None:
-            return Settled(int(earlier[0]), [], False, True)
-        at = _as_sqlite_datetime(s.at)
-        charged, consumed = 0, []
-        if s.charge > 0:
-            lots = conn.execute(SPENDABLE_LOTS, (s.account_id, _as_sqlite_datetime(s.hold_taken_at))).fetchall()
-            consumed = allocate(lots, s.charge)
-            charged = sum(a for _, a in consumed)
-            if charged < s.charge:
-                log.error("request %s: lots held %d of the %d micros due", s.request_id, charged, s.charge)
-            if charged:
-                txn = conn.execute(
-                    INSERT_TRANSACTION,
-                    (s.account_id, "USAGE", -charged, describe(s), f"usage:{s.request_id}", at),
-                ).lastrowid
-                for lot_id, amount in consumed:  # usually one lot; execute() costs less than executemany()
-                    conn.execute(INSERT_TRANSFER, (txn, lot_id, self.revenue, amount))
-        trial_used = False
-        if s.use_trial_call:
-            trial_used = conn.execute(USE_TRIAL_CALL, (s.account_id,)).rowcount == 1
-        if s.sponsored > 0:
-            txn = conn.execute(
-                INSERT_TRANSACTION, (s.account_id, "TRIAL", 0, describe(s), f"usage:{s.request_id}", at)
-            ).lastrowid
-            conn.execute(INSERT_TRANSFER, (txn, self.sponsor, self.revenue, s.sponsored))
-        conn.execute(
-            INSERT_USAGE,
-            (
-                s.request_id,
-                s.account_id,
-                s.key_id,
-                s.model,
-                s.deployment,
-                s.prompt_tokens,
-                s.completion_tokens,
-                s.cached_tokens,
-                s.cache_write_tokens,
-                s.reasoning_tokens,
-                charged,
-                s.sponsored,
-                s.hold,
-                s.sponsor,
-                s.latency_ms,
-                s.status,
-                1 if s.estimated else 0,
-                s.raw_usage,
-                s.error,
-                s.client_ip,
-                at,
-            ),
-        )
-        return Settled(charged, consumed, trial_used, False)
-
-    # --- checkpoints, in the store's thread -----------------------------------------------
-
-    async def _checkpoint_every(self, seconds: float) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(seconds)
-            try:
-                await loop.run_in_executor(self._thread, self._checkpoint)
-            except sqlite3.Error as exc:
-                log.warning("WAL checkpoint failed (will retry): %s", exc)
-
-    def _checkpoint(self) -> None:
-        conn = sqlite3.connect(self.path, isolation_level=None, timeout=0)
-        try:
-            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-        finally:
-            conn.close()
+                await asyncio.wait_for(writer.proc.wait(), 30)
+            except TimeoutError:
+                log.error("the ledger writer (pid %d) did not stop; killing it", writer.proc.pid)
+                writer.proc.kill()
+            if writer.reader is not None:
+                await writer.reader
+        if self.local is not None:
+            self.local.close()
+            self.local = None
