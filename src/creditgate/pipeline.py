@@ -32,7 +32,7 @@ from creditgate.providers.base import Provider, StreamDecoder
 from creditgate.routing import Router
 from creditgate.routing.router import Attempt
 from creditgate.sse import SSEParser
-from creditgate.upstream import UpstreamPool, UpstreamResponse, iter_body
+from creditgate.upstream import UpstreamPool, UpstreamResponse
 
 log = logging.getLogger("creditgate.pipeline")
 
@@ -427,7 +427,7 @@ class Pipeline:
         if resp.status >= 400:
             raise provider.parse_error(resp.status, await resp.read(), resp.retry_after)
         parser, decoder = SSEParser(), provider.stream_decoder(request, deployment)
-        body = iter_body(resp.response)
+        body = resp.chunks()
         first: list[JSON] = []
         try:
             # Nothing reaches the client before the first piece of the answer, so a stream

@@ -1,18 +1,16 @@
-"""HTTP to upstreams: one pooled, keep-alive aiohttp session per provider, and the three
-timeouts (connect, first byte, total) turned into `UpstreamError`s the router understands.
+"""HTTP to upstreams: keep-alive connection pools (`http1.py`), one per provider and origin,
+with the provider's timeouts (connect, first byte, total) applied to every call.
 
-Sessions are created lazily inside the running event loop and closed at shutdown.
+Pools are created lazily inside the running event loop and closed at shutdown.
 """
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-import aiohttp
-
+from creditgate import http1
 from creditgate.config import ProviderConfig
-from creditgate.errors import UpstreamError, UpstreamTimeout
 from creditgate.providers.base import UpstreamRequest
 
 
@@ -20,23 +18,23 @@ from creditgate.providers.base import UpstreamRequest
 class UpstreamResponse:
     status: int
     retry_after: float | None
-    response: aiohttp.ClientResponse
+    response: http1.Response
 
     async def read(self) -> bytes:
-        try:
-            return await self.response.read()
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise _classify(exc) from None
-        finally:
-            self.response.release()
+        return await self.response.read()
+
+    def chunks(self) -> AsyncIterator[bytes]:
+        """The body as it arrives, piece by piece; transport failures are `UpstreamError`s."""
+        return self.response.chunks()
 
     def close(self) -> None:
         self.response.close()
 
 
-def _retry_after(headers: aiohttp.typedefs.LooseHeaders | None, resp: aiohttp.ClientResponse) -> float | None:
-    raw_ms = resp.headers.get("retry-after-ms")
-    raw = resp.headers.get("retry-after")
+def retry_after(headers: dict[bytes, bytes]) -> float | None:
+    """Seconds the upstream asks us to wait (`retry-after-ms` or `retry-after` in seconds)."""
+    raw_ms = headers.get(b"retry-after-ms")
+    raw = headers.get(b"retry-after")
     try:
         if raw_ms is not None:
             return float(raw_ms) / 1000
@@ -47,71 +45,42 @@ def _retry_after(headers: aiohttp.typedefs.LooseHeaders | None, resp: aiohttp.Cl
     return None
 
 
-def _classify(exc: BaseException) -> UpstreamError:
-    if isinstance(exc, aiohttp.ConnectionTimeoutError):
-        return UpstreamTimeout("the upstream did not accept a connection in time", phase="connect")
-    if isinstance(exc, aiohttp.SocketTimeoutError):
-        return UpstreamTimeout("the upstream did not answer in time", phase="first_byte")
-    if isinstance(exc, asyncio.TimeoutError):
-        return UpstreamTimeout("the upstream call took longer than its total timeout", phase="total")
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return UpstreamError("could not connect to the upstream", upstream_status=0, kind="connect")
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return UpstreamError("the upstream closed the connection", upstream_status=0, kind="disconnected")
-    if isinstance(exc, aiohttp.ClientPayloadError):
-        return UpstreamError("the upstream's response was cut off", upstream_status=0, kind="stream_cut")
-    return UpstreamError(f"upstream connection failed ({type(exc).__name__})", upstream_status=0, kind="connection")
-
-
 class UpstreamPool:
-    """Keep-alive connection pools, one per provider."""
+    """Keep-alive connection pools, one per provider and origin."""
 
     def __init__(self) -> None:
-        self._sessions: dict[str, aiohttp.ClientSession] = {}
-        self._timeouts: dict[str, aiohttp.ClientTimeout] = {}
+        self._pools: dict[tuple[str, tuple[str, str, int]], http1.Pool] = {}
+        self._targets: dict[str, http1.Target] = {}
 
-    def _session(self, provider: ProviderConfig) -> aiohttp.ClientSession:
-        session = self._sessions.get(provider.id)
-        if session is None or session.closed:
-            connector = aiohttp.TCPConnector(
-                limit=provider.max_connections,
-                limit_per_host=provider.max_connections,
-                ttl_dns_cache=300,
-                keepalive_timeout=30,
+    def _target(self, url: str) -> http1.Target:
+        target = self._targets.get(url)
+        if target is None:
+            if len(self._targets) > 4096:  # URLs carry model names: keep the cache bounded
+                self._targets.clear()
+            target = self._targets[url] = http1.Target(url)
+        return target
+
+    def _pool(self, provider: ProviderConfig, target: http1.Target) -> http1.Pool:
+        key = (provider.id, target.origin)
+        pool = self._pools.get(key)
+        if pool is None:
+            scheme, host, port = target.origin
+            pool = self._pools[key] = http1.Pool(
+                scheme, host, port, limit=provider.max_connections, connect_timeout=provider.timeouts.connect
             )
-            t = provider.timeouts
-            self._timeouts[provider.id] = aiohttp.ClientTimeout(
-                total=t.total, sock_connect=t.connect, sock_read=t.first_byte
-            )
-            session = aiohttp.ClientSession(
-                connector=connector,
-                timeout=self._timeouts[provider.id],
-                auto_decompress=True,
-                skip_auto_headers=("User-Agent",),
-            )
-            self._sessions[provider.id] = session
-        return session
+        return pool
 
     async def post(self, provider: ProviderConfig, request: UpstreamRequest) -> UpstreamResponse:
         """Send the request; return once the upstream's status line and headers arrived.
-        The caller reads or streams the body and must release it."""
-        session = self._session(provider)
-        try:
-            resp = await session.post(request.url, data=request.body, headers=request.headers)
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise _classify(exc) from None
-        return UpstreamResponse(resp.status, _retry_after(None, resp), resp)
+        The caller reads or streams the body, or closes the response."""
+        target = self._target(request.url)
+        t = provider.timeouts
+        resp = await http1.post(
+            self._pool(provider, target), target, request.headers, request.body, first_byte=t.first_byte, total=t.total
+        )
+        return UpstreamResponse(resp.status, retry_after(resp.headers), resp)
 
     async def close(self) -> None:
-        sessions, self._sessions = list(self._sessions.values()), {}
-        for s in sessions:
-            await s.close()
-
-
-async def iter_body(response: aiohttp.ClientResponse):  # type: ignore[no-untyped-def]
-    """The body as it arrives, chunk by chunk, with transport errors classified."""
-    try:
-        async for data in response.content.iter_any():
-            yield data
-    except (TimeoutError, aiohttp.ClientError) as exc:
-        raise _classify(exc) from None
+        pools, self._pools = list(self._pools.values()), {}
+        for pool in pools:
+            pool.close()
