@@ -101,6 +101,7 @@ class SqliteSettlements:
         self._writer: WriterProcess | None = None
         self._spawning: asyncio.Task[WriterProcess] | None = None
         self._last_sent = 0.0
+        self.sent = 0  # batches handed to the writer process, for tests
 
     def start(self) -> None:
         """Open the local connection and start the writer process (it also checkpoints)."""
@@ -128,6 +129,7 @@ class SqliteSettlements:
         payload = orjson.dumps(batch)
         stdin.write(FRAME.pack(len(payload)) + payload)
         self._last_sent = time.monotonic()
+        self.sent += 1
         with contextlib.suppress(ConnectionError):
             await stdin.drain()  # a dead writer is reported by its reader, below
         outcomes = await reply

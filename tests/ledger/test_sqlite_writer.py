@@ -1,0 +1,100 @@
+"""The SQLite ledger writer process: batches under load go to it, it survives being
+killed without losing or doubling a charge, and it stores rows exactly as SQLAlchemy would."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from datetime import UTC, datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+from tests.ledger.billing_support import ServiceFactory, ledger_invariants
+from tests.ledger.test_settlement import account_with_key, count, outcome
+
+from creditgate.ledger.service import BillingService
+from creditgate.ledger.sqlite_settlements import SqliteSettlements
+from creditgate.ledger.sqlite_writer import sqlite_datetime
+from creditgate.storage.schema import transactions, usage
+
+M = 1_000_000
+
+
+def store_of(service: BillingService) -> SqliteSettlements:
+    assert service.writer is not None
+    store = service.writer.store
+    assert isinstance(store, SqliteSettlements)
+    return store
+
+
+async def settle_many(service: BillingService, key: str, ids: list[str]) -> list[int]:
+    principal = await service.authenticate(key, "127.0.0.1")
+    model = service.catalog.get("plain-model")
+    assert model is not None
+    reservations = [await service.reserve(principal, model, 100_000, request_id) for request_id in ids]
+    return list(await asyncio.gather(*(service.settle(r, outcome(service, 1000, 100)) for r in reservations)))
+
+
+def test_datetimes_are_stored_in_sqlalchemys_sqlite_format() -> None:
+    dialect = sqlite_dialect.dialect()
+    process = usage.c.created_at.type.dialect_impl(dialect).bind_processor(dialect)
+    assert process is not None
+    for at in (datetime(2026, 11, 23, 9, 5, 7, 123456, tzinfo=UTC), datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)):
+        assert sqlite_datetime(at) == process(at)
+
+
+async def test_concurrent_settlements_are_written_by_the_writer_process(
+    sqlite_url: str, services: ServiceFactory
+) -> None:
+    service = await services(sqlite_url)
+    account_id, key = await account_with_key(service, "busy@example.com", 10 * M)
+    charges = await settle_many(service, key, [f"busy-{i}" for i in range(40)])
+    assert charges == [4500] * 40
+    store = store_of(service)
+    assert store.sent >= 1  # settlements that arrived together went to the process
+    view = await service.account_view(account_id)
+    assert view["balance"] == (10 * M - 40 * 4500) / M and view["held"] == 0
+    await ledger_invariants(service)
+
+
+async def test_a_killed_writer_is_replaced_and_no_charge_is_lost_or_doubled(
+    sqlite_url: str, services: ServiceFactory
+) -> None:
+    service = await services(sqlite_url)
+    account_id, key = await account_with_key(service, "killed@example.com", 10 * M)
+    await settle_many(service, key, [f"before-{i}" for i in range(10)])
+    store = store_of(service)
+    writer = await store._running()
+    first_pid = writer.proc.pid
+    os.kill(first_pid, signal.SIGSTOP)  # frozen: the next batches wait in its pipe
+    settling = asyncio.ensure_future(settle_many(service, key, [f"after-{i}" for i in range(30)]))
+    for _ in range(500):
+        if writer.replies:
+            break
+        await asyncio.sleep(0.01)
+    assert writer.replies, "no batch reached the writer process"
+    os.kill(first_pid, signal.SIGKILL)  # it dies with batches in flight
+
+    charges = await settling
+    assert charges == [4500] * 30  # retried, one by one, elsewhere
+    replacement = await store._running()
+    assert replacement.proc.pid != first_pid and replacement.proc.returncode is None
+    assert await count(service, usage) == 40
+    async with service.db.reader.connect() as conn:
+        usage_txns = (
+            await conn.execute(select(func.count()).select_from(transactions).where(transactions.c.type == "USAGE"))
+        ).scalar_one()
+    assert usage_txns == 40
+    view = await service.account_view(account_id)
+    assert view["balance"] == (10 * M - 40 * 4500) / M and view["held"] == 0
+    await ledger_invariants(service)
+
+
+async def test_the_writer_stops_when_the_gateway_closes_the_store(sqlite_url: str, services: ServiceFactory) -> None:
+    service = await services(sqlite_url)
+    _, key = await account_with_key(service, "stop@example.com", 10 * M)
+    await settle_many(service, key, [f"s-{i}" for i in range(8)])
+    writer = await store_of(service)._running()
+    await service.close()
+    assert writer.proc.returncode == 0
