@@ -112,8 +112,9 @@ transfers = Table(
     metadata,
     Column("id", Id, primary_key=True, autoincrement=True),
     Column("txn_id", Id, ForeignKey("transactions.id"), nullable=False, index=True),
-    Column("debit_id", Id, ForeignKey("ledger_accounts.id"), nullable=False, index=True),
-    Column("credit_id", Id, ForeignKey("ledger_accounts.id"), nullable=False, index=True),
+    # Not indexed: nothing looks transfers up by ledger account (balances are cached on it).
+    Column("debit_id", Id, ForeignKey("ledger_accounts.id"), nullable=False),
+    Column("credit_id", Id, ForeignKey("ledger_accounts.id"), nullable=False),
     Column("amount", BigInteger, nullable=False),
     CheckConstraint("amount > 0", name="ck_transfers_amount"),
     CheckConstraint("debit_id <> credit_id", name="ck_transfers_distinct"),
@@ -146,7 +147,6 @@ usage = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
 Index("ix_usage_account_created", usage.c.account_id, usage.c.created_at)
-Index("ix_usage_key_created", usage.c.key_id, usage.c.created_at)
 
 # Admin changes made by another process (the CLI, another gateway) reach every gateway's
 # caches through this table: each gateway polls for ids above the last it has seen.
