@@ -56,6 +56,7 @@ class Connection(asyncio.Protocol):
         self.counted = True  # holds one of the pool's slots
         self.idle_since = 0.0
         self.busy = False
+        self.exchange = 0  # counts requests sent; a `Response` acts only on its own
         self._reset()
 
     def _reset(self) -> None:
@@ -80,6 +81,7 @@ class Connection(asyncio.Protocol):
         assert self.transport is not None
         self._reset()
         self.busy = True
+        self.exchange += 1
         self.read_timeout = first_byte
         self.read_deadline = self.loop.time() + first_byte
         self.timers = [
@@ -150,9 +152,11 @@ class Connection(asyncio.Protocol):
             self.transport.resume_reading()
         return data
 
-    def finish(self) -> None:
-        """The caller is done with the response: reuse the connection if it can be."""
-        if not self.busy:
+    def finish(self, exchange: int) -> None:
+        """The caller is done with the response to request number `exchange`: reuse the
+        connection if it can be. A late call for an earlier exchange (an abandoned body
+        iterator being closed) does nothing: the connection may be serving another by now."""
+        if not self.busy or exchange != self.exchange:
             return
         self.busy = False
         self._stop_timers()
@@ -230,10 +234,11 @@ class Connection(asyncio.Protocol):
 class Response:
     """An upstream's response, once its status line and headers arrived."""
 
-    __slots__ = ("conn", "headers", "status")
+    __slots__ = ("conn", "exchange", "headers", "status")
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
+        self.exchange = conn.exchange
         self.status = conn.status
         self.headers = conn.headers
 
@@ -246,7 +251,7 @@ class Response:
                 await conn.wait()
             data = conn.take()
         finally:
-            conn.finish()
+            conn.finish(self.exchange)
         encoding = self.headers.get(b"content-encoding")
         return _decode(data, encoding) if encoding else data
 
@@ -256,7 +261,7 @@ class Response:
         encoding = self.headers.get(b"content-encoding")
         inflate = _inflater(encoding) if encoding else None
         try:
-            while True:
+            while conn.exchange == self.exchange:
                 while conn.chunks:
                     data = conn.pop()
                     if inflate is not None:
@@ -269,11 +274,11 @@ class Response:
                     return
                 await conn.wait()
         finally:
-            conn.finish()
+            conn.finish(self.exchange)
 
     def close(self) -> None:
         """Done with the response, read or not; an unfinished one closes the connection."""
-        self.conn.finish()
+        self.conn.finish(self.exchange)
 
 
 def _inflater(encoding: bytes) -> Any:
@@ -432,18 +437,19 @@ async def post(
     for attempt in (1, 2):
         conn, reused = await pool.acquire()
         conn.send(data, first_byte, total)
+        exchange = conn.exchange
         try:
             while not conn.headers_done:
                 if conn.error is not None:
                     raise conn.error
                 await conn.wait()
         except UpstreamError as err:
-            conn.finish()
+            conn.finish(exchange)
             if attempt == 1 and reused and not conn.received and err.kind == "disconnected":
                 continue
             raise
         except BaseException:
-            conn.finish()
+            conn.finish(exchange)
             raise
         return Response(conn)
     raise AssertionError("unreachable")

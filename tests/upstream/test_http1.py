@@ -168,6 +168,31 @@ async def test_a_chunked_stream_arrives_piece_by_piece(serve) -> None:  # type: 
     assert pool.idle and server.connections == 1  # the finished stream's connection is kept
 
 
+async def test_an_abandoned_body_iterator_closed_late_leaves_the_next_exchange_alone(serve) -> None:  # type: ignore[no-untyped-def]
+    """A stream given up half-way (the caller stopped at an error event) whose iterator is
+    only closed later, after its connection went back to the pool and was reused."""
+
+    async def two_streams(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await server.read_request(reader)
+        writer.write(reply(b"data: one\n\ndata: error\n\n"))
+        await server.read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.write(b"5\r\nlater\r\n0\r\n\r\n")
+
+    server, pool, target = await serve(two_streams)
+    first = await post(pool, target)
+    abandoned = first.chunks()
+    assert await anext(abandoned) == b"data: one\n\ndata: error\n\n"
+    first.close()  # the whole body was in: the connection goes back to the pool
+    second = await post(pool, target)
+    assert second.conn is first.conn  # reused
+    await abandoned.aclose()  # the old iterator's cleanup runs now
+    assert await asyncio.wait_for(second.read(), 5) == b"later"
+    assert server.connections == 1
+
+
 async def test_gzip_bodies_are_inflated_whole_and_streamed(serve) -> None:  # type: ignore[no-untyped-def]
     text = b'{"choices": []}' * 200
 

@@ -109,6 +109,11 @@ class SettlementStore(Protocol):
 
     def start(self) -> None: ...
 
+    def write_now(self, settlement: Settlement) -> list[Settled | Exception] | None:
+        """Write one settlement synchronously if that can be done at once without waiting
+        (no other writer, nothing in flight); None if it has to go through `apply`."""
+        ...
+
     async def apply(self, batch: list[Settlement]) -> list[Settled | Exception]:
         """Write the batch in one transaction, each settlement in a savepoint of its own, so
         one that fails is rolled back alone (its exception takes its place in the result);
@@ -131,6 +136,9 @@ class SqlAlchemySettlements:
 
     def start(self) -> None:
         pass
+
+    def write_now(self, settlement: Settlement) -> list[Settled | Exception] | None:
+        return None  # every statement is a round trip to the database: never at once
 
     async def apply(self, batch: list[Settlement]) -> list[Settled | Exception]:
         outcomes: list[Settled | Exception] = []
@@ -186,18 +194,34 @@ class GroupCommitWriter:
         self.batches = 0  # committed transactions, for tests and metrics
         self._queue: asyncio.Queue[Pending] = asyncio.Queue()
         self._wake = asyncio.Event()  # a settlement was queued, or a batch's commit ended
+        self._busy = False  # the task has batches in hand
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self.store.start()
         self._task = asyncio.get_running_loop().create_task(self._run(), name="creditgate-group-commit")
 
-    async def submit(self, settlement: Settlement) -> Settled:
+    async def submit(self, settlement: Settlement, *, alone: bool = False) -> Settled:
         """Queue a settlement; return once it is committed (or raise why it could not be).
-        A caller that is cancelled meanwhile does not stop the commit."""
+        A caller that is cancelled meanwhile does not stop the commit. `alone`: no other
+        request is in flight, so nothing would share a batch with this one; it is then
+        written right away if the store can do that without waiting."""
         if self._task is None or self._task.done():
             raise RuntimeError("the settlement writer is not running")
         future: asyncio.Future[Settled] = asyncio.get_running_loop().create_future()
+        if alone and not self._busy and self.max_wait <= 0 and not self.lock.locked() and self._queue.empty():
+            # Nothing else is being written or coming: commit right here if the store can do
+            # it without waiting, and skip the hand-over to the writer task and back.
+            async with self.lock:  # free, so taken without suspending
+                try:
+                    outcomes = self.store.write_now(settlement)
+                except Exception as exc:
+                    log.exception("settlement of %s failed to commit", settlement.request_id)
+                    outcomes = [exc]
+                if outcomes is not None:
+                    self.batches += 1
+                    await self._finish([(settlement, future)], outcomes)
+                    return future.result()
         self._queue.put_nowait((settlement, future))
         self._wake.set()
         return await asyncio.shield(future)
@@ -219,6 +243,7 @@ class GroupCommitWriter:
         wake = self._wake
         while True:
             batch = await self._first_batch()
+            self._busy = True
             async with self.lock:
                 in_flight: deque[tuple[list[Pending], asyncio.Task[list[Settled | Exception]]]] = deque()
                 handed = 0
@@ -244,6 +269,7 @@ class GroupCommitWriter:
                     finally:
                         for _ in done:
                             queue.task_done()
+            self._busy = False
 
     def _wake_up(self, _: object = None) -> None:
         self._wake.set()

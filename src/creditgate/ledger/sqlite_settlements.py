@@ -1,19 +1,21 @@
 """Settlements on SQLite: where each batch is written, on the event loop or in the ledger
 writer process.
 
-- **A lone settlement while nothing else is in flight** (a quiet gateway, one request at a
-  time) is written right here, on the loop's thread, on a connection of its own: the loop
-  has nothing else to do, and a hop to another process would only add its latency.
-- **Everything else** (batches under load, or a lone one when another connection holds the
-  write lock) goes to `python -m creditgate.ledger.sqlite_writer`, which this store starts
-  for the database file: one frame on its stdin per batch, one frame back once the batch is
-  committed. The SQL then runs on another core; the loop pays for one `orjson.dumps` and a
-  pipe write per batch. Up to `depth` batches are in the pipe at once, so the writer goes
-  from one commit straight to the next while the loop finishes the requests of the last.
+- **The settlement of a request alone in the gateway** (no other hold in flight: one
+  request at a time) is written right here (`write_now`), on the loop's thread, on a
+  connection of its own: the loop has nothing else to do, and a hop to another process
+  would only add its latency.
+- **Everything else** (whatever the group-commit writer batches under load, and a lone one
+  when another connection holds the write lock) goes to the ledger writer process
+  (`python -m creditgate.ledger.sqlite_writer`), which this store starts for the database
+  file: one frame on its stdin per batch, one frame back once the batch is committed. The
+  SQL then runs on another core; the loop pays for one `orjson.dumps` and a pipe write per
+  batch. Up to `depth` batches are in the pipe at once, and the writer commits every frame
+  that has arrived by the time it is free in one transaction.
 
 Both paths run the same `LedgerWriter` code and keep the same durability (see
-`sqlite_writer.py`); they never write at the same time, because a batch runs here only when
-no batch is in the pipe.
+`sqlite_writer.py`); a settlement is written here only when no batch is in the pipe, and
+SQLite's write lock keeps the two connections apart in any case.
 
 If the writer process dies, the batches in the pipe fail with `LedgerWriterGone`; the
 group-commit writer retries their settlements one by one, and the next batch that needs
@@ -27,7 +29,6 @@ import asyncio
 import contextlib
 import logging
 import sys
-import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -74,7 +75,6 @@ class SqliteSettlements:
     commit order by one caller (the group-commit task), up to `depth` at a time."""
 
     depth = 64
-    quiet_s = 0.005  # no batch went to the writer process for this long: the gateway is quiet
 
     def __init__(
         self,
@@ -100,7 +100,6 @@ class SqliteSettlements:
         self.local: LedgerWriter | None = None
         self._writer: WriterProcess | None = None
         self._spawning: asyncio.Task[WriterProcess] | None = None
-        self._last_sent = 0.0
         self.sent = 0  # batches handed to the writer process, for tests
 
     def start(self) -> None:
@@ -108,16 +107,20 @@ class SqliteSettlements:
         self.local = LedgerWriter(self.path, self.system, synchronous=self.synchronous, busy_timeout_ms=0)
         self._spawning = asyncio.get_running_loop().create_task(self._spawn(), name="creditgate-ledger-writer")
 
+    def write_now(self, settlement: Settlement) -> list[Settled | Exception] | None:
+        """A lone settlement, written on this thread at once; None when batches are in the
+        pipe or another connection holds the write lock."""
+        writer = self._writer
+        if self.local is None or (writer is not None and writer.replies):
+            return None
+        try:
+            return self.local.write([settlement])
+        except LockBusy:
+            return None  # another process is writing: wait for it in the writer process, not here
+
     async def apply(self, batch: list[Settlement]) -> list[Settled | Exception]:
         """Write the batch in one transaction, each settlement in a savepoint of its own;
         raise if the transaction as a whole could not commit."""
-        writer = self._writer
-        quiet = writer is None or (not writer.replies and time.monotonic() - self._last_sent >= self.quiet_s)
-        if len(batch) == 1 and self.local is not None and quiet:
-            try:
-                return self.local.write(batch)
-            except LockBusy:
-                pass  # another process is writing: wait for it in the writer process, not here
         return await self._send(batch)
 
     async def _send(self, batch: list[Settlement]) -> list[Settled | Exception]:
@@ -128,7 +131,6 @@ class SqliteSettlements:
         writer.replies.append(reply)
         payload = orjson.dumps(batch)
         stdin.write(FRAME.pack(len(payload)) + payload)
-        self._last_sent = time.monotonic()
         self.sent += 1
         with contextlib.suppress(ConnectionError):
             await stdin.drain()  # a dead writer is reported by its reader, below

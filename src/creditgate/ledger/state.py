@@ -100,6 +100,10 @@ class HoldBook(Protocol):
         promised to any request, so the expiry sweep may close them."""
         ...
 
+    def __len__(self) -> int:
+        """Holds in flight: requests between their hold and their settlement."""
+        ...
+
 
 @dataclass(slots=True)
 class _Hold:
