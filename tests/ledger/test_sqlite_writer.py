@@ -13,9 +13,10 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from tests.ledger.billing_support import ServiceFactory, ledger_invariants
 from tests.ledger.test_settlement import account_with_key, count, outcome
 
+from creditgate.ledger.records import Settled, Settlement
 from creditgate.ledger.service import BillingService
 from creditgate.ledger.sqlite_settlements import SqliteSettlements
-from creditgate.ledger.sqlite_writer import sqlite_datetime
+from creditgate.ledger.sqlite_writer import LedgerWriter, sqlite_datetime
 from creditgate.storage.schema import transactions, usage
 
 M = 1_000_000
@@ -98,3 +99,42 @@ async def test_the_writer_stops_when_the_gateway_closes_the_store(sqlite_url: st
     writer = await store_of(service)._running()
     await service.close()
     assert writer.proc.returncode == 0
+
+
+def settlement(request_id: str, account_id: int, charge: int) -> Settlement:
+    now = datetime.now(UTC)
+    return Settlement(
+        request_id, account_id, None, "plain-model", "sim/p", 10, 10, 0, 0, 0, charge, 0, None, False,
+        charge, now, 5, "ok", False, None, None, "127.0.0.1", now,
+    )  # fmt: skip
+
+
+async def test_a_replayed_settlement_in_a_batch_is_answered_from_its_record_and_charged_once(
+    sqlite_url: str, services: ServiceFactory
+) -> None:
+    service = await services(sqlite_url)
+    account_id, _ = await account_with_key(service, "replay@example.com", 10 * M)
+    writer = LedgerWriter(
+        sqlite_url.removeprefix("sqlite:///"), service.system, synchronous="normal", busy_timeout_ms=0
+    )
+    try:
+        first = writer.write([settlement("r-1", account_id, 700), settlement("r-2", account_id, 300)])
+        again = writer.write(
+            [settlement("r-3", account_id, 100), settlement("r-1", account_id, 700), settlement("r-4", account_id, 50)]
+        )
+    finally:
+        writer.close()
+    assert [o.charged for o in first if isinstance(o, Settled)] == [700, 300]
+    assert [(o.charged, o.replayed) for o in again if isinstance(o, Settled)] == [
+        (100, False),
+        (700, True),
+        (50, False),
+    ]
+    assert await count(service, usage) == 4
+    async with service.db.reader.connect() as conn:
+        charged = (await conn.execute(select(func.sum(usage.c.cost)))).scalar_one()
+    assert charged == 1150
+    service.forget_account(account_id)
+    view = await service.account_view(account_id)
+    assert view["balance"] == (10 * M - 1150) / M
+    await ledger_invariants(service)

@@ -74,7 +74,7 @@ class SqliteSettlements:
     """Writes settlement batches to one SQLite database file. Batches are handed over in
     commit order by one caller (the group-commit task), up to `depth` at a time."""
 
-    depth = 64
+    depth = 2
 
     def __init__(
         self,

@@ -104,26 +104,21 @@ class LedgerWriter:
         self.conn.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
 
     def write(self, batch: list[Settlement]) -> list[Settled | Exception]:
-        """The batch in one transaction, each settlement in a savepoint of its own; raises
-        if the transaction as a whole could not commit."""
+        """The batch in one transaction; raises if the transaction as a whole could not
+        commit. Optimistically every settlement goes straight in. If any of them fails (a
+        replay of one settled before, whose idempotency keys are taken, or a real fault),
+        the batch is rolled back and written again with each settlement in a savepoint of
+        its own, so that a replay is answered from the earlier record and a fault fails
+        only its own settlement."""
         conn = self.conn
+        self._begin()
         try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            if exc.sqlite_errorcode == sqlite3.SQLITE_BUSY:
-                raise LockBusy(str(exc)) from None
-            raise
-        try:
-            outcomes: list[Settled | Exception] = []
-            for s in batch:
-                conn.execute("SAVEPOINT settlement")
-                try:
-                    outcomes.append(self.settle(s))
-                except Exception as exc:
-                    conn.execute("ROLLBACK TO settlement")
-                    log.error("settlement of %s failed: %r", s.request_id, exc)
-                    outcomes.append(exc)
-                conn.execute("RELEASE settlement")
+            try:
+                outcomes: list[Settled | Exception] = [self.settle(s, replay_check=False) for s in batch]
+            except sqlite3.Error:
+                conn.execute("ROLLBACK")
+                self._begin()
+                outcomes = [self._settle_alone(s) for s in batch]
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -131,11 +126,32 @@ class LedgerWriter:
             raise
         return outcomes
 
-    def settle(self, s: Settlement) -> Settled:
+    def _begin(self) -> None:
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode == sqlite3.SQLITE_BUSY:
+                raise LockBusy(str(exc)) from None
+            raise
+
+    def _settle_alone(self, s: Settlement) -> Settled | Exception:
         conn = self.conn
-        earlier = conn.execute(EARLIER, (s.request_id,)).fetchone()
-        if earlier is not None:
-            return Settled(int(earlier[0]), [], False, True)
+        conn.execute("SAVEPOINT settlement")
+        try:
+            return self.settle(s, replay_check=True)
+        except Exception as exc:
+            conn.execute("ROLLBACK TO settlement")
+            log.error("settlement of %s failed: %r", s.request_id, exc)
+            return exc
+        finally:
+            conn.execute("RELEASE settlement")
+
+    def settle(self, s: Settlement, *, replay_check: bool) -> Settled:
+        conn = self.conn
+        if replay_check:
+            earlier = conn.execute(EARLIER, (s.request_id,)).fetchone()
+            if earlier is not None:
+                return Settled(int(earlier[0]), [], False, True)
         at = sqlite_datetime(s.at)
         charged, consumed = 0, []
         if s.charge > 0:
