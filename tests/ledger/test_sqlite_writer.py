@@ -6,13 +6,16 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sqlite3
 from datetime import UTC, datetime
 
+import pytest
 from sqlalchemy import func, select
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from tests.ledger.billing_support import ServiceFactory, ledger_invariants
 from tests.ledger.test_settlement import account_with_key, count, outcome
 
+from creditgate.ledger import sqlite_writer
 from creditgate.ledger.records import Settled, Settlement
 from creditgate.ledger.service import BillingService
 from creditgate.ledger.sqlite_settlements import SqliteSettlements
@@ -138,3 +141,46 @@ async def test_a_replayed_settlement_in_a_batch_is_answered_from_its_record_and_
     view = await service.account_view(account_id)
     assert view["balance"] == (10 * M - 1150) / M
     await ledger_invariants(service)
+
+
+async def test_a_busy_wal_is_made_to_start_over_instead_of_growing(
+    sqlite_url: str, services: ServiceFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under steady traffic some reader is always on an older snapshot when the passive
+    checkpoint runs, so the WAL is never found fully copied and would grow forever. Here a
+    reader stands in for that traffic: it holds a snapshot while the checkpoint runs and
+    lets go a moment later. The restarting checkpoint waits for it; the next commit then
+    starts the WAL over."""
+    service = await services(sqlite_url)
+    account_id, _ = await account_with_key(service, "wal@example.com", 10 * M)
+    path = sqlite_url.removeprefix("sqlite:///")
+    monkeypatch.setattr(sqlite_writer, "RESTART_FRAMES", 64)
+    writer = LedgerWriter(path, service.system, synchronous="normal", busy_timeout_ms=5000)
+    reader = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        for i in range(20):
+            writer.write([settlement(f"w-{i}", account_id, 10)])
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM usage").fetchone()  # a snapshot of now
+        for i in range(20, 40):
+            writer.write([settlement(f"w-{i}", account_id, 10)])
+        assert wal_frames(path) > 64
+        checkpointing = asyncio.get_running_loop().run_in_executor(None, sqlite_writer.checkpoint, path)
+        await asyncio.sleep(0.2)
+        reader.execute("COMMIT")  # the reader moves on while the checkpoint waits for it
+        await checkpointing
+        writer.write([settlement("w-next", account_id, 10)])
+        assert wal_frames(path) < 32  # the commit went to the start of the WAL
+        assert await count(service, usage) == 41
+    finally:
+        reader.close()
+        writer.close()
+
+
+def wal_frames(path: str) -> int:
+    """Frames in the WAL now, as a passive checkpoint reports them."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        return int(conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1])
+    finally:
+        conn.close()

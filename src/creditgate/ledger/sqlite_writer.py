@@ -21,7 +21,8 @@ process, the CLI) blocks only this process, up to the busy timeout.
 Durability: WAL with `synchronous=NORMAL` by default, so a commit is in the WAL file when
 the answer goes out and survives a `kill -9` of the gateway or of this process; `full` also
 fsyncs every commit, to survive a power cut. Automatic checkpoints are off on the writing
-connection; a thread checkpoints every second instead, so a commit never waits on one.
+connection; a thread checkpoints every second instead, so a commit waits on one only when the
+WAL has to start over (see `checkpoint`).
 
 The writer exits when its stdin closes (the gateway stopped or died), after the batch in
 hand. It imports only the standard library and orjson, so it starts in a few milliseconds.
@@ -48,6 +49,9 @@ from creditgate.ledger.records import Settled, Settlement, allocate, describe
 log = logging.getLogger("creditgate.ledger")
 
 FRAME = struct.Struct(">I")
+RESTART_FRAMES = 8192  # 32 MiB of WAL at 4 KiB pages: then make the next commit start it over
+RESTART_WAIT_MS = 2000  # how long a restarting checkpoint waits for a writer or reader to finish
+WAL_SIZE_LIMIT = 64 << 20  # a WAL file that starts over is cut back to this size
 
 EARLIER = "SELECT cost FROM usage WHERE request_id = ?"
 SPENDABLE_LOTS = (
@@ -101,6 +105,7 @@ class LedgerWriter:
         self.conn.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
         self.conn.execute("PRAGMA foreign_keys=ON")
         self.conn.execute("PRAGMA wal_autocheckpoint=0")
+        self.conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
         self.conn.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
 
     def write(self, batch: list[Settlement]) -> list[Settled | Exception]:
@@ -208,9 +213,17 @@ class LedgerWriter:
 
 
 def checkpoint(path: str) -> None:
+    """Copy the WAL back into the database without stopping anyone (PASSIVE). Under steady
+    writes a passive checkpoint never finds the WAL fully copied at the moment a writer
+    begins, so the WAL would never start over and would grow without end (and every page
+    look-up walks its index); once it holds `RESTART_FRAMES`, a RESTART checkpoint holds
+    writers back for the short rest of the copy so that the next commit starts it afresh."""
     conn = sqlite3.connect(path, isolation_level=None, timeout=0)
     try:
-        conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        _, frames, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        if frames >= RESTART_FRAMES:
+            conn.execute(f"PRAGMA busy_timeout={RESTART_WAIT_MS}")
+            conn.execute("PRAGMA wal_checkpoint(RESTART)")
     except sqlite3.Error as exc:
         log.warning("WAL checkpoint failed (will retry): %s", exc)
     finally:
