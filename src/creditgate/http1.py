@@ -98,6 +98,14 @@ class Connection(asyncio.Protocol):
         finally:
             self.waiter = None
 
+    async def wait_for(self, state: str) -> None:
+        """Until `headers_done` or `done` (named by `state`) is true; raises the failure of
+        the exchange instead if there is one."""
+        while not getattr(self, state):
+            if self.error is not None:
+                raise self.error
+            await self.wait()
+
     def _wake(self) -> None:
         waiter = self.waiter
         if waiter is not None and not waiter.done():
@@ -245,10 +253,7 @@ class Response:
     async def read(self) -> bytes:
         conn = self.conn
         try:
-            while not conn.done:
-                if conn.error is not None:
-                    raise conn.error
-                await conn.wait()
+            await conn.wait_for("done")
             data = conn.take()
         finally:
             conn.finish(self.exchange)
@@ -439,10 +444,7 @@ async def post(
         conn.send(data, first_byte, total)
         exchange = conn.exchange
         try:
-            while not conn.headers_done:
-                if conn.error is not None:
-                    raise conn.error
-                await conn.wait()
+            await conn.wait_for("headers_done")
         except UpstreamError as err:
             conn.finish(exchange)
             if attempt == 1 and reused and not conn.received and err.kind == "disconnected":

@@ -22,32 +22,27 @@ def _diff(conn: Any) -> list[Any]:
     return compare_metadata(MigrationContext.configure(conn), metadata)
 
 
+async def schema_diff(url: str) -> list[Any]:
+    """How the database at `url` differs from `schema.py`."""
+    db = connect(url)
+    try:
+        async with db.reader.connect() as conn:
+            return await conn.run_sync(_diff)
+    finally:
+        await db.dispose()
+
+
 async def test_migration_matches_the_schema_and_reruns_cleanly(db_url: str) -> None:
     await migrate(db_url)
     await migrate(db_url)
-    db = connect(db_url)
-    try:
-        async with db.reader.connect() as conn:
-            assert await conn.run_sync(_diff) == []
-    finally:
-        await db.dispose()
+    assert await schema_diff(db_url) == []
 
 
 async def test_a_database_made_by_the_first_release_upgrades_to_the_schema(db_url: str) -> None:
     await migrate(db_url, "0001")
-    db = connect(db_url)
-    try:
-        async with db.reader.connect() as conn:
-            assert await conn.run_sync(_diff) != []  # it has the three indexes 0002 drops
-    finally:
-        await db.dispose()
+    assert await schema_diff(db_url) != []  # it has the three indexes 0002 drops
     await migrate(db_url)
-    db = connect(db_url)
-    try:
-        async with db.reader.connect() as conn:
-            assert await conn.run_sync(_diff) == []
-    finally:
-        await db.dispose()
+    assert await schema_diff(db_url) == []
 
 
 async def test_the_database_refuses_bad_postings(db_url: str) -> None:

@@ -48,12 +48,18 @@ class Server:
         return int(self.server.sockets[0].getsockname()[1])
 
     async def read_request(self, reader: asyncio.StreamReader) -> bytes:
-        head = await reader.readuntil(b"\r\n\r\n")
+        head, body = await read_request(reader)
         self.heads.append(head)
-        length = next(
-            int(line.split(b":", 1)[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")
-        )
-        return await reader.readexactly(length)
+        return body
+
+
+async def read_request(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    """One request's head and body (the client always sends a content-length)."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":", 1)[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")
+    )
+    return head, await reader.readexactly(length)
 
 
 @pytest.fixture
@@ -208,25 +214,26 @@ async def test_gzip_bodies_are_inflated_whole_and_streamed(serve) -> None:  # ty
     assert b"accept-encoding: gzip, deflate" in server.heads[0]
 
 
-async def test_a_body_delimited_by_close_is_read_whole_and_not_reused(serve) -> None:  # type: ignore[no-untyped-def]
-    async def http10(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await server.read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nall of it")
+def answer_once(raw: bytes) -> Handler:
+    """A server that reads one request, sends `raw` and hangs up."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(raw)
         await writer.drain()
 
-    server, pool, target = await serve(http10)
+    return handler
+
+
+async def test_a_body_delimited_by_close_is_read_whole_and_not_reused(serve) -> None:  # type: ignore[no-untyped-def]
+    server, pool, target = await serve(answer_once(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nall of it"))
     assert await (await post(pool, target)).read() == b"all of it"
     assert await (await post(pool, target)).read() == b"all of it"
     assert server.connections == 2
 
 
 async def test_a_body_cut_short_is_a_stream_cut(serve) -> None:  # type: ignore[no-untyped-def]
-    async def cut(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await server.read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly ten b")
-        await writer.drain()
-
-    server, pool, target = await serve(cut)
+    _, pool, target = await serve(answer_once(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly ten b"))
     resp = await post(pool, target)
     with pytest.raises(UpstreamError) as err:
         await resp.read()
