@@ -1,9 +1,9 @@
 """A deterministic (cProfile) profile of creditgate under load.
 
-A sampling profiler does not see code that runs inside greenlets (SQLAlchemy's asyncio
-layer runs every statement in one), so most of the gateway's Python time shows up there as
-the bare event loop. cProfile counts every call wherever it runs; it slows the process down,
-so read its shares and call counts, not its absolute times.
+cProfile counts every call of the gateway process, so it gives calls per request (divide
+by the request count), which a sampling profiler cannot; it slows the process down, so
+read its shares and call counts, not its absolute times. Under load the settlement SQL runs
+in the ledger writer process, which this profile does not include.
 
     .venv/bin/python bench/call_profile.py [--duration 8]
 
