@@ -100,8 +100,10 @@ async def load(gw: Gateway, key: str) -> tuple[list[Result], list[int]]:
     watcher = asyncio.create_task(watch())
     try:
         # All in flight together, their starts spread over a quarter of a second so that
-        # settlements and new holds interleave.
-        results = await asyncio.gather(*(one(sdk, n, n % 2 == 0, (n % 50) / 200) for n in range(REQUESTS)))
+        # settlements and new holds interleave. Each start time has streams and plain
+        # requests alike: otherwise, with only two holds' worth of credit, which kind gets
+        # served would depend on whether the last wave had finished.
+        results = await asyncio.gather(*(one(sdk, n, n % 2 == 0, ((n // 2) % 50) / 200) for n in range(REQUESTS)))
     finally:
         done.set()
         await watcher
