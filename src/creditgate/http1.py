@@ -338,6 +338,23 @@ class Pool:
             if not conn.closed and now - conn.idle_since < KEEPALIVE_S:
                 return conn, True
             conn.abort()
+        if self.open >= self.limit:
+            # All connections are busy: wait for one, within the connect timeout.
+            try:
+                async with asyncio.timeout(self.connect_timeout):
+                    freed = await self._wait_for_slot()
+            except TimeoutError:
+                raise UpstreamTimeout(
+                    f"no connection to the upstream came free in time (all {self.limit} in use; "
+                    "raise the provider's max_connections)",
+                    phase="connect",
+                ) from None
+            if freed is not None:
+                return freed, True
+        return await self._connect(), False
+
+    async def _wait_for_slot(self) -> Connection | None:
+        """A released connection, or None once a slot is free to open one."""
         while self.open >= self.limit:
             waiter: asyncio.Future[Connection | None] = self.loop.create_future()
             self.waiters.append(waiter)
@@ -348,8 +365,8 @@ class Pool:
                     self.release(waiter.result())  # type: ignore[arg-type]
                 raise
             if conn_or_slot is not None:
-                return conn_or_slot, True
-        return await self._connect(), False
+                return conn_or_slot
+        return None
 
     async def _connect(self) -> Connection:
         self.open += 1

@@ -5,6 +5,7 @@ stalling, compressing, trickling."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import shutil
 import ssl
@@ -150,6 +151,24 @@ async def test_the_pool_never_opens_more_than_its_limit(serve) -> None:  # type:
 
     assert await asyncio.gather(*(one(i) for i in range(8))) == [str(i).encode() for i in range(8)]
     assert server.most_open == 2 and server.connections == 2
+
+
+async def test_waiting_for_a_free_connection_is_bounded_by_the_connect_timeout(serve) -> None:  # type: ignore[no-untyped-def]
+    async def stuck(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await server.read_request(reader)
+        await asyncio.sleep(5)
+
+    server, pool, target = await serve(stuck, limit=1)
+    pool.connect_timeout = 0.2
+    busy = asyncio.ensure_future(post(pool, target))  # takes the only connection and waits
+    await asyncio.sleep(0.05)
+    with pytest.raises(UpstreamTimeout) as err:
+        await post(pool, target)
+    assert err.value.phase == "connect" and "max_connections" in err.value.message
+    busy.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await busy
+    assert pool.open == 0 and not pool.waiters
 
 
 async def test_a_chunked_stream_arrives_piece_by_piece(serve) -> None:  # type: ignore[no-untyped-def]
