@@ -66,6 +66,7 @@ class Connection(asyncio.Protocol):
         self.buffered = 0
         self.paused = False
         self.headers_done = False
+        self.interim = False
         self.done = False
         self.received = False
         self.keep_alive = True
@@ -216,7 +217,12 @@ class Connection(asyncio.Protocol):
             self.headers[name] = value
 
     def on_headers_complete(self) -> None:
-        self.status = self.parser.get_status_code()
+        status = self.parser.get_status_code()
+        if status < 200:  # an interim response (103 Early Hints, a stray 100): the real one follows
+            self.interim = True
+            self.headers.clear()
+            return
+        self.status = status
         self.keep_alive = self.parser.should_keep_alive()
         self.headers_done = True
         self._wake()
@@ -230,6 +236,9 @@ class Connection(asyncio.Protocol):
         self._wake()
 
     def on_message_complete(self) -> None:
+        if self.interim:
+            self.interim = False
+            return
         self.done = True
         self._stop_timers()
         self._wake()
@@ -289,8 +298,8 @@ class Response:
 def _inflater(encoding: bytes) -> Any:
     if encoding == b"gzip":
         return zlib.decompressobj(16 + zlib.MAX_WBITS)
-    if encoding == b"deflate":
-        return zlib.decompressobj()
+    if encoding == b"deflate":  # zlib-wrapped as the RFC says, or raw as some servers send it
+        return _Deflate()
     if encoding == b"identity":
         return None
     raise UpstreamError(
@@ -298,6 +307,24 @@ def _inflater(encoding: bytes) -> Any:
         upstream_status=0,
         kind="connection",
     )
+
+
+class _Deflate:
+    """`deflate` bodies: zlib-wrapped, or raw deflate, told apart by the first byte."""
+
+    def __init__(self) -> None:
+        self.inner: Any = None
+
+    def decompress(self, data: bytes) -> bytes:
+        if self.inner is None:
+            if not data:
+                return b""
+            wrapped = data[0] & 0x0F == 8 and (data[0] << 8 | (data[1] if len(data) > 1 else 0)) % 31 == 0
+            self.inner = zlib.decompressobj(zlib.MAX_WBITS if wrapped else -zlib.MAX_WBITS)
+        return bytes(self.inner.decompress(data))
+
+    def flush(self) -> bytes:
+        return bytes(self.inner.flush()) if self.inner is not None else b""
 
 
 def _inflate(inflater: Any, data: bytes) -> bytes:

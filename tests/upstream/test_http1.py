@@ -10,6 +10,7 @@ import gzip
 import shutil
 import ssl
 import subprocess
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -242,6 +243,30 @@ def answer_once(raw: bytes) -> Handler:
         await writer.drain()
 
     return handler
+
+
+async def test_interim_responses_are_skipped(serve) -> None:  # type: ignore[no-untyped-def]
+    async def hints_first(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 103 Early Hints\r\nretry-after: 99\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.05)  # the interim response arrives on its own
+        writer.write(reply(b"the answer", b"retry-after: 3"))
+        await writer.drain()
+
+    _, pool, target = await serve(hints_first)
+    resp = await post(pool, target)
+    assert resp.status == 200 and resp.headers == {b"content-length": b"10", b"retry-after": b"3"}
+    assert await resp.read() == b"the answer"
+
+
+@pytest.mark.parametrize("wbits", [zlib.MAX_WBITS, -zlib.MAX_WBITS], ids=["zlib", "raw"])
+async def test_deflate_bodies_are_inflated_wrapped_or_raw(serve, wbits: int) -> None:  # type: ignore[no-untyped-def]
+    text = b"deflated " * 300
+    packer = zlib.compressobj(wbits=wbits)
+    packed = packer.compress(text) + packer.flush()
+    _, pool, target = await serve(answer_once(reply(packed, b"content-encoding: deflate")))
+    assert await (await post(pool, target)).read() == text
 
 
 async def test_a_body_delimited_by_close_is_read_whole_and_not_reused(serve) -> None:  # type: ignore[no-untyped-def]
