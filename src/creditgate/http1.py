@@ -259,6 +259,20 @@ class Response:
         self.status = conn.status
         self.headers = conn.headers
 
+    @property
+    def retry_after(self) -> float | None:
+        """Seconds the upstream asks us to wait (`retry-after-ms`, or `retry-after` in seconds)."""
+        raw_ms = self.headers.get(b"retry-after-ms")
+        raw = self.headers.get(b"retry-after")
+        try:
+            if raw_ms is not None:
+                return float(raw_ms) / 1000
+            if raw is not None:
+                return float(raw)
+        except ValueError:
+            return None
+        return None
+
     async def read(self) -> bytes:
         conn = self.conn
         try:

@@ -6,43 +6,12 @@ Pools are created lazily inside the running event loop and closed at shutdown.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-
 from creditgate import http1
 from creditgate.config import ProviderConfig
 from creditgate.providers.base import UpstreamRequest
 
-
-@dataclass(slots=True)
-class UpstreamResponse:
-    status: int
-    retry_after: float | None
-    response: http1.Response
-
-    async def read(self) -> bytes:
-        return await self.response.read()
-
-    def chunks(self) -> AsyncIterator[bytes]:
-        """The body as it arrives, piece by piece; transport failures are `UpstreamError`s."""
-        return self.response.chunks()
-
-    def close(self) -> None:
-        self.response.close()
-
-
-def retry_after(headers: dict[bytes, bytes]) -> float | None:
-    """Seconds the upstream asks us to wait (`retry-after-ms` or `retry-after` in seconds)."""
-    raw_ms = headers.get(b"retry-after-ms")
-    raw = headers.get(b"retry-after")
-    try:
-        if raw_ms is not None:
-            return float(raw_ms) / 1000
-        if raw is not None:
-            return float(raw)
-    except ValueError:
-        return None
-    return None
+# What `UpstreamPool.post` returns: status, headers, `retry_after`, `read()`, `chunks()`, `close()`.
+UpstreamResponse = http1.Response
 
 
 class UpstreamPool:
@@ -75,10 +44,9 @@ class UpstreamPool:
         The caller reads or streams the body, or closes the response."""
         target = self._target(request.url)
         t = provider.timeouts
-        resp = await http1.post(
+        return await http1.post(
             self._pool(provider, target), target, request.headers, request.body, first_byte=t.first_byte, total=t.total
         )
-        return UpstreamResponse(resp.status, retry_after(resp.headers), resp)
 
     async def close(self) -> None:
         pools, self._pools = list(self._pools.values()), {}

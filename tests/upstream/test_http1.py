@@ -269,6 +269,17 @@ async def test_deflate_bodies_are_inflated_wrapped_or_raw(serve, wbits: int) -> 
     assert await (await post(pool, target)).read() == text
 
 
+@pytest.mark.parametrize(
+    ("header", "wait"),
+    [(b"retry-after: 7", 7.0), (b"retry-after-ms: 1500", 1.5), (b"retry-after: Wed, 21 Oct 2026 07:28:00 GMT", None)],
+)
+async def test_retry_after_is_read_in_seconds(serve, header: bytes, wait: float | None) -> None:  # type: ignore[no-untyped-def]
+    _, pool, target = await serve(answer_once(reply(b"{}", header)))
+    resp = await post(pool, target)
+    assert resp.retry_after == wait
+    resp.close()
+
+
 async def test_a_body_delimited_by_close_is_read_whole_and_not_reused(serve) -> None:  # type: ignore[no-untyped-def]
     server, pool, target = await serve(answer_once(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nall of it"))
     assert await (await post(pool, target)).read() == b"all of it"
