@@ -9,6 +9,7 @@ import signal
 import sqlite3
 from datetime import UTC, datetime
 
+import orjson
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.dialects import sqlite as sqlite_dialect
@@ -18,7 +19,7 @@ from tests.ledger.test_settlement import account_with_key, count, outcome
 from creditgate.ledger import sqlite_writer
 from creditgate.ledger.records import Settled, Settlement
 from creditgate.ledger.service import BillingService
-from creditgate.ledger.sqlite_settlements import SqliteSettlements
+from creditgate.ledger.sqlite_settlements import LedgerBatchFailed, SqliteSettlements, outcomes_from_wire
 from creditgate.ledger.sqlite_writer import LedgerWriter, sqlite_datetime
 from creditgate.storage.schema import transactions, usage
 
@@ -184,3 +185,29 @@ def wal_frames(path: str) -> int:
         return int(conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1])
     finally:
         conn.close()
+
+
+class BrokenDisk:
+    """A ledger writer whose transactions never commit."""
+
+    def write(self, batch: list[Settlement]) -> list[Settled | Exception]:
+        raise sqlite3.OperationalError("disk I/O error")
+
+
+def test_a_batch_that_cannot_commit_fails_as_a_whole_in_the_gateway() -> None:
+    """Every frame of the failed transaction is answered as failed, and the gateway side
+    raises for it, so the group-commit writer retries its settlements one by one."""
+    source_r, source_w = os.pipe()
+    sink_r, sink_w = os.pipe()
+    two = [settlement("f-1", 1, 10), settlement("f-2", 1, 10)]
+    sqlite_writer.write_frames(source_w, [orjson.dumps(two), orjson.dumps(two[:1])])
+    os.close(source_w)
+    sqlite_writer.serve(BrokenDisk(), source_r, sink_w)  # type: ignore[arg-type]  # returns at end of input
+    os.close(sink_w)
+    answers = sqlite_writer.FrameReader(sink_r).frames(10)
+    os.close(source_r)
+    os.close(sink_r)
+    assert len(answers) == 2
+    for answer, expected in zip(answers, (2, 1), strict=True):
+        with pytest.raises(LedgerBatchFailed, match="disk I/O error"):
+            outcomes_from_wire(orjson.loads(answer), expected)

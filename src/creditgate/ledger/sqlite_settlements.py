@@ -17,8 +17,9 @@ Both paths run the same `LedgerWriter` code and keep the same durability (see
 `sqlite_writer.py`); a settlement is written here only when no batch is in the pipe, and
 SQLite's write lock keeps the two connections apart in any case.
 
-If the writer process dies, the batches in the pipe fail with `LedgerWriterGone`; the
-group-commit writer retries their settlements one by one, and the next batch that needs
+If the writer process dies, the batches in the pipe fail with `LedgerWriterGone` (and a
+batch whose transaction could not commit with `LedgerBatchFailed`); the group-commit writer
+retries their settlements one by one, and the next batch that needs
 the process starts a new one. Settlements are idempotent by request id, so one that was
 committed just before the writer died is not charged twice.
 """
@@ -48,6 +49,20 @@ class LedgerWriterGone(Exception):
 
 class SettlementFailed(Exception):
     """The ledger writer could not record one settlement (its savepoint was rolled back)."""
+
+
+class LedgerBatchFailed(Exception):
+    """The ledger writer could not commit a batch's transaction (nothing of it was written)."""
+
+
+def outcomes_from_wire(raw: Any, expected: int) -> list[Settled | Exception]:
+    """The writer's answer to one batch of `expected` settlements; raises if the batch as a
+    whole failed, so that its settlements are retried one by one."""
+    if isinstance(raw, dict):
+        raise LedgerBatchFailed(str(raw.get("failed")))
+    if len(raw) != expected:
+        raise LedgerWriterGone(f"the ledger writer answered {len(raw)} outcomes for {expected} settlements")
+    return [outcome_from_wire(o) for o in raw]
 
 
 def outcome_from_wire(raw: Any) -> Settled | Exception:
@@ -105,7 +120,7 @@ class SqliteSettlements:
     def start(self) -> None:
         """Open the local connection and start the writer process (it also checkpoints)."""
         self.local = LedgerWriter(self.path, self.system, synchronous=self.synchronous, busy_timeout_ms=0)
-        self._spawning = asyncio.get_running_loop().create_task(self._spawn(), name="creditgate-ledger-writer")
+        self._spawn_soon()
 
     def write_now(self, settlement: Settlement) -> list[Settled | Exception] | None:
         """A lone settlement, written on this thread at once; None when batches are in the
@@ -119,11 +134,8 @@ class SqliteSettlements:
             return None  # another process is writing: wait for it in the writer process, not here
 
     async def apply(self, batch: list[Settlement]) -> list[Settled | Exception]:
-        """Write the batch in one transaction, each settlement in a savepoint of its own;
+        """Hand the batch to the writer process and return its outcomes once it committed;
         raise if the transaction as a whole could not commit."""
-        return await self._send(batch)
-
-    async def _send(self, batch: list[Settlement]) -> list[Settled | Exception]:
         writer = await self._running()
         stdin = writer.proc.stdin
         assert stdin is not None
@@ -134,23 +146,22 @@ class SqliteSettlements:
         self.sent += 1
         with contextlib.suppress(ConnectionError):
             await stdin.drain()  # a dead writer is reported by its reader, below
-        outcomes = await reply
-        if len(outcomes) != len(batch):
-            raise LedgerWriterGone(f"the ledger writer answered {len(outcomes)} outcomes for {len(batch)} settlements")
-        return [outcome_from_wire(o) for o in outcomes]
+        return outcomes_from_wire(await reply, len(batch))
 
     async def _running(self) -> WriterProcess:
         if self._writer is not None and self._writer.alive:
             return self._writer
-        if self._spawning is None:
-            self._spawning = asyncio.get_running_loop().create_task(self._spawn(), name="creditgate-ledger-writer")
-        spawning = self._spawning
+        spawning = self._spawning or self._spawn_soon()
         try:
             self._writer = await spawning
         finally:
             if self._spawning is spawning:
                 self._spawning = None
         return self._writer
+
+    def _spawn_soon(self) -> asyncio.Task[WriterProcess]:
+        self._spawning = asyncio.get_running_loop().create_task(self._spawn(), name="creditgate-ledger-writer")
+        return self._spawning
 
     async def _spawn(self) -> WriterProcess:
         proc = await asyncio.create_subprocess_exec(

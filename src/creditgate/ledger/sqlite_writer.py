@@ -6,17 +6,19 @@ A gateway process starts one (`sqlite_settlements.SqliteSettlements`) and sends 
 over its stdin; the writer answers each batch on its stdout once the batch is committed.
 Frames both ways are a 4-byte big-endian length and an orjson document: in, a list of
 `Settlement`s as objects; out, one outcome per settlement, `[charged, [[lot, micros], ...],
-trial_used, replayed]` or `{"error": "..."}`.
+trial_used, replayed]` or `{"error": "..."}`, or `{"failed": "..."}` for the whole batch
+when its transaction could not commit.
 
 Why a process: a settlement's SQL (a usage row, a transaction, a transfer whose trigger
-updates two balances, across a dozen B-trees) was a third of the gateway's CPU under load,
-on the event loop's thread. Here it runs beside the loop on another core, as a database
-server would, and the gateway pays only for a frame each way per batch. A thread would not
-do: it needs the GIL back after every statement.
+updates two balances, across nine B-trees) was a third of the gateway's CPU under load, on
+the event loop's thread. Here it runs beside the loop on another core, as a database server
+would, and the gateway pays only for a frame each way per batch. A thread would not do: it
+needs the GIL back after every statement.
 
-Each batch is one transaction, each settlement in a savepoint of its own, so one that fails
-is rolled back alone and reported in its place. Waiting for the write lock (another gateway
-process, the CLI) blocks only this process, up to the busy timeout.
+Every frame that has arrived by the time the writer is free is written in one transaction
+(see `LedgerWriter.write`: a settlement that fails is rolled back alone and reported in its
+place). Waiting for the write lock (another gateway process, the CLI) blocks only this
+process, up to the busy timeout.
 
 Durability: WAL with `synchronous=NORMAL` by default, so a commit is in the WAL file when
 the answer goes out and survives a `kill -9` of the gateway or of this process; `full` also
@@ -293,10 +295,12 @@ def serve(writer: LedgerWriter, source: int, sink: int, *, max_batch: int = 1024
         batches = [[settlement_from_wire(d) for d in orjson.loads(frame)] for frame in frames]
         batch = [s for b in batches for s in b]
         try:
-            outcomes: list[Any] = [outcome_to_wire(o) for o in writer.write(batch)]
-        except Exception as exc:  # the commit itself failed: every settlement of the batch
+            outcomes = [outcome_to_wire(o) for o in writer.write(batch)]
+        except Exception as exc:  # the transaction could not commit: each frame is told so
             log.warning("a batch of %d settlements failed to commit: %r", len(batch), exc)
-            outcomes = [outcome_to_wire(exc)] * len(batch)
+            failed = orjson.dumps({"failed": f"{type(exc).__name__}: {exc}"})
+            write_frames(sink, [failed] * len(batches))
+            continue
         answers, start = [], 0
         for b in batches:
             answers.append(orjson.dumps(outcomes[start : start + len(b)]))
