@@ -216,8 +216,8 @@ class GroupCommitWriter:
                 try:
                     outcomes = self.store.write_now(settlement)
                 except Exception as exc:
-                    log.exception("settlement of %s failed to commit", settlement.request_id)
-                    outcomes = [exc]
+                    await self._failed([(settlement, future)], exc)
+                    return future.result()
                 if outcomes is not None:
                     self.batches += 1
                     await self._finish([(settlement, future)], outcomes)
@@ -255,7 +255,7 @@ class GroupCommitWriter:
                         batch = []
                     can_hand = len(in_flight) < self.store.depth and handed < self.max_run
                     if can_hand and not queue.empty():
-                        batch = self._take(queue.get_nowait())
+                        batch = self._take([queue.get_nowait()])
                         continue
                     if can_hand and not in_flight[0][1].done():
                         # Wait for whichever comes first: a settlement to hand over, or the
@@ -277,45 +277,43 @@ class GroupCommitWriter:
     async def _first_batch(self) -> list[Pending]:
         queue = self._queue
         loop = asyncio.get_running_loop()
-        batch = [await queue.get()]
+        batch = self._take([await queue.get()])
         deadline = loop.time() + self.max_wait
-        while len(batch) < self.max_batch:
-            if not queue.empty():
-                batch.append(queue.get_nowait())
-                continue
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                break
+        while len(batch) < self.max_batch and (remaining := deadline - loop.time()) > 0:
             try:
                 batch.append(await asyncio.wait_for(queue.get(), remaining))
             except TimeoutError:
                 break
+            self._take(batch)
         return batch
 
-    def _take(self, first: Pending) -> list[Pending]:
-        """`first` and whatever else is queued now, up to `max_batch`."""
-        batch = [first]
+    def _take(self, batch: list[Pending]) -> list[Pending]:
+        """`batch` with whatever else is queued now added, up to `max_batch`."""
         queue = self._queue
         while len(batch) < self.max_batch and not queue.empty():
             batch.append(queue.get_nowait())
         return batch
 
     async def _commit(self, batch: list[Pending], applying: Awaitable[list[Settled | Exception]]) -> None:
-        """Wait for the batch's commit and finish it; if the commit failed, retry each of its
-        settlements in a transaction of its own."""
+        """Wait for the batch's commit and finish it."""
         try:
             outcomes = await applying
-            self.batches += 1
         except Exception as exc:
-            if len(batch) == 1:
-                log.exception("settlement of %s failed to commit", batch[0][0].request_id)
-                await self._finish(batch, [exc])
-                return
-            log.warning("a batch of %d settlements failed to commit (%s); retrying one by one", len(batch), exc)
-            for item in batch:
-                await self._commit([item], self.store.apply([item[0]]))
+            await self._failed(batch, exc)
             return
+        self.batches += 1
         await self._finish(batch, outcomes)
+
+    async def _failed(self, batch: list[Pending], exc: Exception) -> None:
+        """The batch's transaction did not commit: retry each of its settlements in a
+        transaction of its own; a lone one fails with the error."""
+        if len(batch) == 1:
+            log.exception("settlement of %s failed to commit", batch[0][0].request_id, exc_info=exc)
+            await self._finish(batch, [exc])
+            return
+        log.warning("a batch of %d settlements failed to commit (%s); retrying one by one", len(batch), exc)
+        for item in batch:
+            await self._commit([item], self.store.apply([item[0]]))
 
     async def _finish(self, batch: list[Pending], outcomes: list[Settled | Exception]) -> None:
         for (settlement, future), outcome in zip(batch, outcomes, strict=True):
