@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,23 +26,22 @@ PROTOCOLS = Path(__file__).resolve().parent / "protocols"
 _OPENAI_URI = "urn:creditgate:openai-openapi"
 
 
-def _nullable_as_any_of(node: Any) -> Any:
+def _rewrite(node: Any, each: Callable[[dict[str, Any]], Any]) -> Any:
+    """`node` with `each` applied to every object in it, innermost first."""
     if isinstance(node, list):
-        return [_nullable_as_any_of(v) for v in node]
+        return [_rewrite(v, each) for v in node]
     if not isinstance(node, dict):
         return node
-    out = {k: _nullable_as_any_of(v) for k, v in node.items()}
+    return each({k: _rewrite(v, each) for k, v in node.items()})
+
+
+def _nullable_as_any_of(out: dict[str, Any]) -> Any:
     if out.pop("nullable", False) is True:
         return {"anyOf": [out, {"type": "null"}]}
     return out
 
 
-def _optional_may_be_null(node: Any) -> Any:
-    if isinstance(node, list):
-        return [_optional_may_be_null(v) for v in node]
-    if not isinstance(node, dict):
-        return node
-    out = {k: _optional_may_be_null(v) for k, v in node.items()}
+def _optional_may_be_null(out: dict[str, Any]) -> Any:
     props = out.get("properties")
     required = out.get("required")
     needed = set(required) if isinstance(required, list) and all(isinstance(r, str) for r in required) else set()
@@ -53,9 +53,9 @@ def _optional_may_be_null(node: Any) -> Any:
 @functools.cache
 def _openai_registry(lenient: bool) -> Registry[Any]:
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    spec = _nullable_as_any_of(yaml.load((PROTOCOLS / "openai-openapi.yaml").read_text(), Loader=loader))
+    spec = _rewrite(yaml.load((PROTOCOLS / "openai-openapi.yaml").read_text(), Loader=loader), _nullable_as_any_of)
     if lenient:
-        spec = _optional_may_be_null(spec)
+        spec = _rewrite(spec, _optional_may_be_null)
     return Registry().with_resource(_OPENAI_URI, Resource(contents=spec, specification=DRAFT202012))
 
 
